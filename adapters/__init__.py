@@ -1,0 +1,1 @@
+"""Adapters: transcoding, stores, the command line."""

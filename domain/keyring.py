@@ -1,0 +1,393 @@
+"""The Keyring aggregate: one per account, holding every key of that account.
+
+The Keyring is the consistency boundary: each command loads it, checks its rules in
+``check_*`` methods (raising before anything changes), then triggers exactly the events
+the rule allows; saving them is one atomic append at the next version, so a concurrent
+writer of the same account loses with a version conflict instead of interleaving.
+That is what makes the user-access cascade race-free: a key can only be created by a
+user whose access is not revoked at the version the key is appended on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import OriginatorIDError, OriginatorVersionError
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from keyledger.domain.actors import Actor, Permission
+from keyledger.domain.chain import GENESIS, link
+from keyledger.domain.errors import (
+    AccessRevoked,
+    KeyAlreadyRevoked,
+    KeyNotFound,
+    PermissionDenied,
+    UserAccessUnchanged,
+)
+from keyledger.domain.keys import new_key_id
+from keyledger.domain.state import KeyRecord, KeyringSnapshot, SecretRecord
+
+KEYRING_NAMESPACE = UUID("6f1c8a52-3d1e-5b7a-9c2f-4e8d0b6a1f37")
+USER_REMOVED_REASON = "creator's access revoked"
+_E = TypeVar("_E", bound="Keyring.Event")
+
+
+class NewSecret(NamedTuple):
+    """What the Keyring learns of a new secret: its digest (hex) and display hint."""
+
+    digest: str
+    hint: str
+
+
+class Keyring:
+    """All keys of one account, and which of its users have had their access revoked."""
+
+    TOPIC: ClassVar[str] = "keyledger.Keyring"
+
+    class Event(BaseModel):
+        """Base of the Keyring's events: frozen, strict about fields, hash-chained."""
+
+        model_config = ConfigDict(frozen=True, extra="forbid")
+        TOPIC: ClassVar[str]
+        class_version: ClassVar[int] = 1
+
+        originator_id: UUID
+        originator_version: int
+        timestamp: AwareDatetime
+        account: str
+        actor: str | None
+        chain: str
+
+        @property
+        def occurred_at(self) -> datetime:
+            """When the event took effect (its recording time, unless it says otherwise)."""
+            return self.timestamp
+
+        def stored_state(self) -> dict[str, Any]:
+            """The fields as stored: JSON types, without the aggregate id and version."""
+            state = self.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+            if self.class_version > 1:
+                state["class_version"] = self.class_version
+            return state
+
+        def mutate(self, aggregate: Keyring | None) -> Keyring:
+            """Apply this event to ``aggregate`` (a new, empty Keyring if ``None``)."""
+            if aggregate is None:
+                aggregate = Keyring(self.originator_id, self.account, self.timestamp)
+            if self.originator_id != aggregate.id:
+                raise OriginatorIDError(self.originator_id, aggregate.id)
+            if self.originator_version != aggregate.version + 1:
+                raise OriginatorVersionError(self.originator_version, aggregate.version + 1)
+            self.apply(aggregate)
+            aggregate.version = self.originator_version
+            aggregate.modified_on = self.timestamp
+            aggregate.chain = self.chain
+            return aggregate
+
+        def apply(self, keyring: Keyring) -> None:
+            """Change the Keyring's state as this event says."""
+
+    class KeyCreated(Event):
+        """A key was created; only its digest and hint are recorded."""
+
+        TOPIC: ClassVar[str] = "keyledger.KeyCreated"
+        key_id: str
+        name: str
+        purpose: str
+        application: str
+        created_by: str
+        digest: str
+        hint: str
+
+        def apply(self, keyring: Keyring) -> None:
+            keyring.keys[self.key_id] = KeyRecord(
+                key_id=self.key_id,
+                name=self.name,
+                purpose=self.purpose,
+                application=self.application,
+                created_by=self.created_by,
+                created_at=self.timestamp,
+                current=SecretRecord(digest=self.digest, hint=self.hint),
+            )
+
+    class KeyRegenerated(Event):
+        """A key got a new secret; the retired one works until ``grace_until`` (grace) or
+        stops at once (immediate, which also ends ``ended_digests``, the secrets in grace)."""
+
+        TOPIC: ClassVar[str] = "keyledger.KeyRegenerated"
+        key_id: str
+        mode: Literal["immediate", "grace"]
+        digest: str
+        hint: str
+        retired_digest: str
+        grace_until: AwareDatetime | None
+        ended_digests: tuple[str, ...] = ()
+
+        def apply(self, keyring: Keyring) -> None:
+            record = keyring.keys[self.key_id]
+            retired = record.current
+            if self.mode == "grace" and retired is not None:
+                record.grace.append(
+                    SecretRecord(digest=retired.digest, hint=retired.hint, grace_until=self.grace_until)
+                )
+            else:
+                record.grace = []
+            record.current = SecretRecord(digest=self.digest, hint=self.hint)
+            record.regenerated_at = self.timestamp
+
+    class GraceExpired(Event):
+        """A retired secret's grace deadline passed; ``grace_until`` is when it took effect."""
+
+        TOPIC: ClassVar[str] = "keyledger.GraceExpired"
+        key_id: str
+        retired_digest: str
+        grace_until: AwareDatetime
+
+        @property
+        def occurred_at(self) -> datetime:
+            return self.grace_until
+
+        def apply(self, keyring: Keyring) -> None:
+            record = keyring.keys[self.key_id]
+            record.grace = [s for s in record.grace if s.digest != self.retired_digest]
+
+    class KeyRevoked(Event):
+        """A key was revoked: every secret of it (``ended_digests``) stopped working."""
+
+        TOPIC: ClassVar[str] = "keyledger.KeyRevoked"
+        key_id: str
+        reason: str | None
+        ended_digests: tuple[str, ...] = ()
+
+        def apply(self, keyring: Keyring) -> None:
+            keyring.keys[self.key_id].end(self.timestamp, self.reason)
+
+    class UserAccessRevoked(Event):
+        """A user's access was revoked, and with it every key they created."""
+
+        TOPIC: ClassVar[str] = "keyledger.UserAccessRevoked"
+        user_id: str
+        removed_key_ids: tuple[str, ...]
+        ended_digests: tuple[str, ...] = ()
+
+        def apply(self, keyring: Keyring) -> None:
+            keyring.revoked_users.add(self.user_id)
+            for key_id in self.removed_key_ids:
+                keyring.keys[key_id].end(self.timestamp, USER_REMOVED_REASON)
+
+    class UserAccessRestored(Event):
+        """A user's access was restored (new keys only: removed keys stay removed)."""
+
+        TOPIC: ClassVar[str] = "keyledger.UserAccessRestored"
+        user_id: str
+
+        def apply(self, keyring: Keyring) -> None:
+            keyring.revoked_users.discard(self.user_id)
+
+    def __init__(self, id: UUID, account: str, created_on: datetime) -> None:
+        self._id = id
+        self._version = 0
+        self._created_on = created_on
+        self._modified_on = created_on
+        self._pending_events: list[Keyring.Event] = []
+        self.account = account
+        self.keys: dict[str, KeyRecord] = {}
+        self.revoked_users: set[str] = set()
+        self.chain = GENESIS
+
+    @staticmethod
+    def id_for(account: str) -> UUID:
+        """The Keyring id of an account."""
+        return uuid5(KEYRING_NAMESPACE, account)
+
+    @classmethod
+    def from_snapshot(cls, snapshot: KeyringSnapshot) -> Keyring:
+        """The Keyring a snapshot was taken of."""
+        state = snapshot.state
+        keyring = cls(snapshot.originator_id, state.account, state.created_on)
+        keyring._version = snapshot.originator_version
+        keyring._modified_on = state.modified_on
+        keyring.chain = state.chain
+        keyring.keys = {record.key_id: record for record in state.keys}
+        keyring.revoked_users = set(state.revoked_users)
+        return keyring
+
+    @property
+    def id(self) -> UUID:
+        return self._id
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self._version = value
+
+    @property
+    def created_on(self) -> datetime:
+        return self._created_on
+
+    @property
+    def modified_on(self) -> datetime:
+        return self._modified_on
+
+    @modified_on.setter
+    def modified_on(self, value: datetime) -> None:
+        self._modified_on = value
+
+    @property
+    def pending_events(self) -> list[Keyring.Event]:
+        """Events triggered since the last save."""
+        return self._pending_events
+
+    def collect_events(self) -> list[Keyring.Event]:
+        """Hand over the events triggered since the last save."""
+        collected, self._pending_events = self._pending_events, []
+        return collected
+
+    # Rules: each raises before anything changes.
+
+    def check_actor(self, actor: Actor, permission: Permission) -> None:
+        """The actor acts in this account, holds ``permission`` and is not revoked."""
+        if actor.account != self.account:
+            raise PermissionDenied(f"user {actor.user_id!r} does not act in account {self.account!r}")
+        if not actor.can(permission):
+            raise PermissionDenied(
+                f"user {actor.user_id!r} lacks the {permission.value!r} permission "
+                f"in account {self.account!r}"
+            )
+        if actor.user_id in self.revoked_users:
+            raise AccessRevoked(
+                f"user {actor.user_id!r} has had their access to account {self.account!r} "
+                "revoked; an administrator can restore it"
+            )
+
+    def check_key(self, key_id: object) -> KeyRecord:
+        """The key exists in this account and is not revoked."""
+        record = self.keys.get(key_id) if isinstance(key_id, str) else None
+        if record is None:
+            raise KeyNotFound(f"no key {key_id!r} in account {self.account!r}")
+        if record.revoked_at is not None:
+            raise KeyAlreadyRevoked(f"key {key_id!r} was revoked and cannot be changed")
+        return record
+
+    # Commands: check, then trigger.
+
+    def create_key(
+        self, actor: Actor, *, name: str, purpose: str, application: str, secret: NewSecret, now: datetime
+    ) -> str:
+        """Create a key for ``secret``; returns its new key id."""
+        self.check_actor(actor, Permission.INTEGRATION)
+        key_id = new_key_id()
+        while key_id in self.keys:
+            key_id = new_key_id()  # pragma: no cover - 95 random bits
+        self._trigger(
+            Keyring.KeyCreated,
+            now,
+            actor.user_id,
+            key_id=key_id,
+            name=name,
+            purpose=purpose,
+            application=application,
+            created_by=actor.user_id,
+            digest=secret.digest,
+            hint=secret.hint,
+        )
+        return key_id
+
+    def regenerate_key(
+        self, actor: Actor, key_id: str, *, secret: NewSecret, grace: timedelta | None, now: datetime
+    ) -> datetime | None:
+        """Give the key ``secret``; the old one works for ``grace`` more, or stops now.
+
+        Returns the old secret's deadline (``None`` when it stopped at once).
+        """
+        self.check_actor(actor, Permission.INTEGRATION)
+        record = self.check_key(key_id)
+        assert record.current is not None
+        grace_until = now + grace if grace is not None else None
+        self._trigger(
+            Keyring.KeyRegenerated,
+            now,
+            actor.user_id,
+            key_id=key_id,
+            mode="grace" if grace is not None else "immediate",
+            digest=secret.digest,
+            hint=secret.hint,
+            retired_digest=record.current.digest,
+            grace_until=grace_until,
+            ended_digests=() if grace is not None else tuple(s.digest for s in record.grace),
+        )
+        return grace_until
+
+    def revoke_key(self, actor: Actor, key_id: str, *, reason: str | None, now: datetime) -> None:
+        """Revoke the key: none of its secrets works again."""
+        self.check_actor(actor, Permission.INTEGRATION)
+        record = self.check_key(key_id)
+        self._trigger(
+            Keyring.KeyRevoked,
+            now,
+            actor.user_id,
+            key_id=key_id,
+            reason=reason,
+            ended_digests=tuple(record.digests()),
+        )
+
+    def revoke_user_access(self, actor: Actor, user_id: str, *, now: datetime) -> list[str]:
+        """Revoke a user's access and every key they created; returns those key ids."""
+        self.check_actor(actor, Permission.USER_MANAGEMENT)
+        if user_id == actor.user_id:
+            raise PermissionDenied(f"user {user_id!r} cannot revoke their own access")
+        if user_id in self.revoked_users:
+            raise UserAccessUnchanged(f"user {user_id!r} already has their access revoked")
+        removed = [r for r in self.keys.values() if r.created_by == user_id and r.revoked_at is None]
+        self._trigger(
+            Keyring.UserAccessRevoked,
+            now,
+            actor.user_id,
+            user_id=user_id,
+            removed_key_ids=tuple(r.key_id for r in removed),
+            ended_digests=tuple(d for r in removed for d in r.digests()),
+        )
+        return [r.key_id for r in removed]
+
+    def restore_user_access(self, actor: Actor, user_id: str, *, now: datetime) -> None:
+        """Let a revoked user manage keys again (their removed keys stay removed)."""
+        self.check_actor(actor, Permission.USER_MANAGEMENT)
+        if user_id not in self.revoked_users:
+            raise UserAccessUnchanged(f"user {user_id!r} does not have their access revoked")
+        self._trigger(Keyring.UserAccessRestored, now, actor.user_id, user_id=user_id)
+
+    def expire_grace(self, now: datetime) -> int:
+        """Record ``GraceExpired`` for each secret whose deadline is at or before ``now``."""
+        passed = [
+            (secret.grace_until, record.key_id, secret.digest)
+            for record in self.keys.values()
+            for secret in record.grace
+            if secret.grace_until is not None and secret.grace_until <= now
+        ]
+        for grace_until, key_id, digest in sorted(passed):
+            self._trigger(
+                Keyring.GraceExpired, now, None, key_id=key_id, retired_digest=digest, grace_until=grace_until
+            )
+        return len(passed)
+
+    def _trigger(self, event_class: type[_E], now: datetime, actor: str | None, **fields: Any) -> _E:
+        version = self._version + 1
+        draft = event_class(
+            originator_id=self._id,
+            originator_version=version,
+            timestamp=now,
+            account=self.account,
+            actor=actor,
+            chain="",
+            **fields,
+        )
+        chain = link(self.chain, str(self._id), version, event_class.TOPIC, draft.stored_state())
+        event = draft.model_copy(update={"chain": chain})
+        event.mutate(self)
+        self._pending_events.append(event)
+        return event

@@ -1,0 +1,183 @@
+"""The key format, its generation, parsing and digests.
+
+A key reads ``{prefix}_{random}{check}``: ``prefix`` is per ledger (1 to 16 characters of
+``[a-z0-9]``, with at most one inner ``_``, such as ``acme_live``), ``random`` is 32
+base62 characters from :mod:`secrets` (about 190 bits), and ``check`` is the CRC32 of
+``prefix_random`` in 6 base62 characters, so secret scanners and :func:`diagnose_key`
+tell a typo from an unknown key offline. The ledger keeps only the SHA-256 digest of a
+key and a display hint (prefix and last 4 characters).
+
+:func:`extract_key` is the hot path of verification: it takes a raw key or an
+``Authorization`` value (``Basic base64(key:)`` or ``Bearer key``) and returns the key
+when its shape is right, ``None`` otherwise, never raising. It skips the checksum: a
+digest hit implies it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+import secrets
+import zlib
+from enum import StrEnum
+
+from keyledger.domain.errors import InvalidInput
+
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_LENGTH = 32
+CHECK_LENGTH = 6
+BODY_LENGTH = RANDOM_LENGTH + CHECK_LENGTH
+PREFIX_MAX = 16
+MAX_CREDENTIAL_LENGTH = 1024
+"""Credentials longer than this are refused before any decoding."""
+DEFAULT_PREFIX = "kl"
+
+_PREFIX = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)?")
+
+
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it is a valid key prefix, else raise :class:`InvalidInput`."""
+    if not isinstance(prefix, str) or not 1 <= len(prefix) <= PREFIX_MAX:
+        raise InvalidInput("key_prefix", f"must be 1 to {PREFIX_MAX} characters")
+    if not _PREFIX.fullmatch(prefix):
+        raise InvalidInput("key_prefix", "must be lowercase letters and digits, with at most one inner '_'")
+    return prefix
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, remainder = divmod(number, 62)
+        digits.append(BASE62[remainder])
+    return "".join(reversed(digits))
+
+
+def checksum(head: str) -> str:
+    """The 6-character base62 CRC32 of ``prefix_random``."""
+    return _base62(zlib.crc32(head.encode("ascii")), CHECK_LENGTH)
+
+
+def generate_key(prefix: str) -> str:
+    """A new random key with the given (already checked) prefix."""
+    random_part = "".join(secrets.choice(BASE62) for _ in range(RANDOM_LENGTH))
+    head = f"{prefix}_{random_part}"
+    return head + checksum(head)
+
+
+def digest(key: str) -> bytes:
+    """The SHA-256 digest of a key: what the ledger stores and looks up."""
+    return hashlib.sha256(key.encode("ascii")).digest()
+
+
+def hint(key: str) -> str:
+    """What may be shown of a key: its prefix and last 4 characters."""
+    prefix = key[: -BODY_LENGTH - 1]
+    return f"{prefix}_...{key[-4:]}"
+
+
+def _basic_user(encoded: str) -> str | None:
+    try:
+        decoded = binascii.a2b_base64(encoded.encode("ascii"), strict_mode=True)
+        text = decoded.decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or password:
+        return None
+    return user
+
+
+def extract_key(credential: object, prefix: str) -> str | None:
+    """The key inside a raw key or an ``Authorization`` value, if it has a key's shape.
+
+    Accepts ``Basic base64(key + ":")`` (the key as user name with an empty password),
+    ``Bearer key`` (schemes case-insensitive) and a bare key. Returns ``None`` for
+    anything else: wrong type, oversized, non-ASCII, bad base64, a password in Basic,
+    wrong prefix, wrong length or characters.
+    """
+    if not isinstance(credential, str) or len(credential) > MAX_CREDENTIAL_LENGTH:
+        return None
+    text = credential.strip()
+    scheme, space, rest = text.partition(" ")
+    if space:
+        lowered = scheme.lower()
+        if lowered == "basic":
+            user = _basic_user(rest.strip())
+            if user is None:
+                return None
+            text = user
+        elif lowered == "bearer":
+            text = rest.strip()
+        else:
+            return None
+    head = len(prefix) + 1
+    if (
+        len(text) != head + BODY_LENGTH
+        or not text.startswith(prefix)
+        or text[head - 1] != "_"
+        or not text.isascii()
+        or not text[head:].isalnum()
+    ):
+        return None
+    return text
+
+
+class KeyDiagnosis(StrEnum):
+    """What :func:`diagnose_key` found wrong with a presented key, if anything."""
+
+    WELL_FORMED = "well-formed"
+    MALFORMED = "malformed credential"
+    WRONG_PREFIX = "wrong prefix"
+    WRONG_LENGTH = "wrong length"
+    BAD_CHARACTERS = "characters outside base62"
+    BAD_CHECKSUM = "checksum mismatch (a typo?)"
+
+
+def diagnose_key(credential: object, prefix: str) -> KeyDiagnosis:
+    """Explain why a credential is not a key of this ledger's format (the slow,
+    diagnostic path: it checks the CRC32 that :func:`extract_key` skips)."""
+    key = extract_key(credential, prefix)
+    if key is not None:
+        head = key[:-CHECK_LENGTH]
+        return (
+            KeyDiagnosis.WELL_FORMED if checksum(head) == key[-CHECK_LENGTH:] else (KeyDiagnosis.BAD_CHECKSUM)
+        )
+    if not isinstance(credential, str) or len(credential) > MAX_CREDENTIAL_LENGTH:
+        return KeyDiagnosis.MALFORMED
+    text = credential.strip()
+    scheme, space, rest = text.partition(" ")
+    if space:
+        if scheme.lower() == "basic":
+            user = _basic_user(rest.strip())
+            if user is None:
+                return KeyDiagnosis.MALFORMED
+            text = user
+        elif scheme.lower() == "bearer":
+            text = rest.strip()
+        else:
+            return KeyDiagnosis.MALFORMED
+    if not text.startswith(prefix + "_") or "_" in text[len(prefix) + 1 :]:
+        return KeyDiagnosis.WRONG_PREFIX
+    if len(text) != len(prefix) + 1 + BODY_LENGTH:
+        return KeyDiagnosis.WRONG_LENGTH
+    return KeyDiagnosis.BAD_CHARACTERS
+
+
+def is_key_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a public key id (``key_`` + 16 base62)."""
+    return (
+        isinstance(value, str)
+        and len(value) == KEY_ID_LENGTH
+        and value.startswith("key_")
+        and value.isascii()
+        and value[4:].isalnum()
+    )
+
+
+KEY_ID_LENGTH = 4 + 16
+
+
+def new_key_id() -> str:
+    """A new public key id: ``key_`` and 16 random base62 characters."""
+    return "key_" + "".join(secrets.choice(BASE62) for _ in range(16))

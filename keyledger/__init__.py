@@ -1,0 +1,54 @@
+"""keyledger: an event-sourced ledger of API-key lifecycles for Python backends.
+
+>>> from keyledger import Ledger, Actor, Permission
+>>> ledger = Ledger.open("memory://")
+>>> alice = Actor(user_id="alice", account="acme", permissions={Permission.INTEGRATION})
+>>> issued = ledger.create_key(alice, name="Shipping", application="ShipStation")
+>>> ledger.verify(issued.secret.get_secret_value()).key_id == issued.key_id
+True
+"""
+
+from __future__ import annotations
+
+from keyledger.domain import (
+    DEFAULT_ACCOUNT,
+    AccessRevoked,
+    Actor,
+    Conflict,
+    IntegrityViolation,
+    InvalidInput,
+    KeyAlreadyRevoked,
+    KeyLedgerError,
+    KeyNotFound,
+    Permission,
+    PermissionDenied,
+    StoreUnavailable,
+    UserAccessUnchanged,
+)
+from keyledger.ledger import Ledger
+from keyledger.projections.audit import AuditEntry
+from keyledger.projections.catalogue import GraceSecret, KeyView
+from keyledger.results import IntegrityReport, IssuedKey, Principal
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "AccessRevoked",
+    "Actor",
+    "AuditEntry",
+    "Conflict",
+    "GraceSecret",
+    "IntegrityReport",
+    "IntegrityViolation",
+    "InvalidInput",
+    "IssuedKey",
+    "KeyAlreadyRevoked",
+    "KeyLedgerError",
+    "KeyNotFound",
+    "KeyView",
+    "Ledger",
+    "Permission",
+    "PermissionDenied",
+    "Principal",
+    "StoreUnavailable",
+    "UserAccessUnchanged",
+]

@@ -1,0 +1,369 @@
+"""The Ledger: the application service that commands, queries and verifies.
+
+A Ledger is the only caller of the repository and of ``save``: each command loads the
+account's Keyring, lets it check its rules and trigger events, and appends them in one
+transaction. When another writer appended to the same account first, the command reloads
+and decides again, up to ``max_attempts`` times, then raises :class:`Conflict`; nothing
+is recorded twice, because each attempt appends at the version it read.
+
+After a command returns, this process's views already include its events, so
+verification refuses an ended secret the instant the command returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from types import TracebackType
+from typing import Self, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
+from pydantic import SecretStr
+
+from keyledger.adapters.stores import parse_url, resolve_url
+from keyledger.adapters.transcoding import PydanticMapper
+from keyledger.application import KeyringApplication
+from keyledger.domain import (
+    DEFAULT_ACCOUNT,
+    Actor,
+    Conflict,
+    InvalidInput,
+    Keyring,
+    NewSecret,
+    StoreUnavailable,
+)
+from keyledger.domain import keys as keyformat
+from keyledger.domain.inputs import (
+    APPLICATION_MAX,
+    NAME_MAX,
+    PURPOSE_MAX,
+    REASON_MAX,
+    check_identifier,
+    check_label,
+    check_notes,
+)
+from keyledger.integrity import check_integrity
+from keyledger.projections.audit import DEFAULT_LIMIT, AuditEntry, AuditQuery
+from keyledger.projections.catalogue import KeyView
+from keyledger.results import IntegrityReport, IssuedKey, Principal
+from keyledger.views import LedgerViews
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+logger = logging.getLogger("keyledger")
+
+DEFAULT_GRACE_PERIOD = timedelta(hours=12)
+MIN_GRACE_PERIOD = timedelta(minutes=1)
+MAX_GRACE_PERIOD = timedelta(days=7)
+DEFAULT_MAX_ATTEMPTS = 10
+
+
+def system_clock() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """An event-sourced ledger of API keys; open one with :meth:`Ledger.open`."""
+
+    def __init__(
+        self,
+        app: KeyringApplication,
+        *,
+        store: str,
+        grace_period: timedelta = DEFAULT_GRACE_PERIOD,
+        key_prefix: str = keyformat.DEFAULT_PREFIX,
+        clock: Clock = system_clock,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        if (
+            not isinstance(grace_period, timedelta)
+            or not MIN_GRACE_PERIOD <= grace_period <= MAX_GRACE_PERIOD
+        ):
+            raise InvalidInput("grace_period", "must be a timedelta from 1 minute to 7 days")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise InvalidInput("max_attempts", "must be a positive integer")
+        self._app = app
+        self.store = store
+        """The store this ledger writes to, without any password."""
+        self.grace_period = grace_period
+        self.key_prefix = keyformat.check_prefix(key_prefix)
+        self._clock = clock
+        self._max_attempts = max_attempts
+        mapper = app.mapper
+        assert isinstance(mapper, PydanticMapper)
+        self._views = LedgerViews(mapper)
+        self._closed = False
+        self._guard(lambda: self._views.catch_up(self._app.recorder))
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        grace_period: timedelta = DEFAULT_GRACE_PERIOD,
+        key_prefix: str = keyformat.DEFAULT_PREFIX,
+        clock: Clock = system_clock,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Ledger:
+        """Open the ledger stored at ``url`` (else ``KEYLEDGER_URL``, else ``./keyledger.db``).
+
+        ``grace_period`` is how long a secret retired with grace keeps working (1 minute
+        to 7 days); ``key_prefix`` starts every key this ledger issues; ``clock`` returns
+        the current time (timezone-aware), for tests and demos.
+        """
+        settings = parse_url(resolve_url(url))
+        keyformat.check_prefix(key_prefix)
+        try:
+            app = KeyringApplication(env=settings.env)
+        except PersistenceError as error:
+            raise StoreUnavailable(f"cannot open {settings.describe()}: {type(error).__name__}") from None
+        except OSError as error:
+            raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
+        try:
+            return cls(
+                app,
+                store=settings.describe(),
+                grace_period=grace_period,
+                key_prefix=key_prefix,
+                clock=clock,
+                max_attempts=max_attempts,
+            )
+        except BaseException:
+            app.close()
+            raise
+
+    # Commands
+
+    def create_key(self, actor: Actor, *, name: str, purpose: str = "", application: str = "") -> IssuedKey:
+        """Create a key in the actor's account; its secret is returned this once."""
+        name = check_label("name", name, maximum=NAME_MAX, required=True)
+        purpose = check_notes("purpose", purpose, maximum=PURPOSE_MAX)
+        application = check_label("application", application, maximum=APPLICATION_MAX, required=False)
+        secret = self._new_secret()
+        key_id = self._command(
+            actor.account,
+            lambda keyring, now: keyring.create_key(
+                actor,
+                name=name,
+                purpose=purpose,
+                application=application,
+                secret=_described(secret),
+                now=now,
+            ),
+        )
+        logger.info("key %s created in account %r by %r", key_id, actor.account, actor.user_id)
+        return IssuedKey(
+            account=actor.account, key_id=key_id, secret=SecretStr(secret), hint=keyformat.hint(secret)
+        )
+
+    def regenerate_key(self, actor: Actor, key_id: str, *, grace: bool = True) -> IssuedKey:
+        """Issue a new secret for a key. With ``grace`` the old one works for the grace
+        period more (its own deadline, never extended); without, it stops at once, and
+        so does every older secret still in grace."""
+        if not isinstance(grace, bool):
+            raise InvalidInput("grace", "must be True or False")
+        secret = self._new_secret()
+        period = self.grace_period if grace else None
+        until = self._command(
+            actor.account,
+            lambda keyring, now: keyring.regenerate_key(
+                actor, key_id, secret=_described(secret), grace=period, now=now
+            ),
+        )
+        logger.info("key %s regenerated (%s) by %r", key_id, "grace" if grace else "immediate", actor.user_id)
+        return IssuedKey(
+            account=actor.account,
+            key_id=key_id,
+            secret=SecretStr(secret),
+            hint=keyformat.hint(secret),
+            previous_valid_until=until,
+        )
+
+    def revoke_key(self, actor: Actor, key_id: str, *, reason: str | None = None) -> None:
+        """Revoke a key: none of its secrets works again."""
+        if reason is not None:
+            reason = check_notes("reason", reason, maximum=REASON_MAX)
+        self._command(
+            actor.account, lambda keyring, now: keyring.revoke_key(actor, key_id, reason=reason, now=now)
+        )
+        logger.info("key %s revoked by %r", key_id, actor.user_id)
+
+    def revoke_user_access(self, actor: Actor, user_id: str) -> list[str]:
+        """Revoke a user's access to the actor's account, and every key they created, in
+        one atomic append; returns the key ids removed."""
+        user_id = check_identifier("user_id", user_id)
+        removed = self._command(
+            actor.account, lambda keyring, now: keyring.revoke_user_access(actor, user_id, now=now)
+        )
+        logger.info("access of %r revoked by %r; %d keys removed", user_id, actor.user_id, len(removed))
+        return removed
+
+    def restore_user_access(self, actor: Actor, user_id: str) -> None:
+        """Let a revoked user manage keys again (their removed keys stay removed)."""
+        user_id = check_identifier("user_id", user_id)
+        self._command(
+            actor.account, lambda keyring, now: keyring.restore_user_access(actor, user_id, now=now)
+        )
+        logger.info("access of %r restored by %r", user_id, actor.user_id)
+
+    def expire_grace(self) -> int:
+        """Record ``GraceExpired`` for every grace deadline that has passed; returns how
+        many. Validity never waits for this: a secret in grace stops working at its
+        deadline whether or not the event is recorded."""
+        self._guard(lambda: self._views.catch_up(self._app.recorder))
+        with self._views.lock:
+            due = self._views.catalogue.accounts_with_grace_due(self._now())
+        return sum(self._command(account, lambda keyring, now: keyring.expire_grace(now)) for account in due)
+
+    # Queries
+
+    def verify(self, credential: object) -> Principal | None:
+        """The principal of a working key, or ``None`` for anything else.
+
+        Takes a raw key or an ``Authorization`` value (``Basic``, with the key as user
+        name and an empty password, or ``Bearer``). Never raises on malformed input.
+        """
+        key = keyformat.extract_key(credential, self.key_prefix)
+        if key is None:
+            return None
+        entry = self._views.index.lookup(keyformat.digest(key))
+        if entry is None:
+            return None
+        if entry.valid_until is not None and self._now() >= entry.valid_until:
+            return None
+        name = self._views.catalogue.name(entry.account, entry.key_id)
+        return Principal(entry.account, entry.key_id, name, entry.valid_until)
+
+    def keys(self, account: str = DEFAULT_ACCOUNT) -> list[KeyView]:
+        """The account's keys in creation order: labels, creator, status, hint and the
+        secrets in grace now. Never a secret."""
+        account = check_identifier("account", account)
+        with self._views.lock:
+            return self._views.catalogue.keys(account, self._now())
+
+    def key(self, account: str, key_id: str) -> KeyView | None:
+        """One key of the account, or ``None``."""
+        account = check_identifier("account", account)
+        with self._views.lock:
+            return self._views.catalogue.get(account, key_id, self._now())
+
+    def audit(
+        self,
+        account: str | None = None,
+        key_id: str | None = None,
+        actor: str | None = None,
+        action: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = DEFAULT_LIMIT,
+        after: int | None = None,
+    ) -> list[AuditEntry]:
+        """Audit entries, oldest first: by account, key (including the user removal
+        that ended it), actor, action (a name or names), and ``occurred_at`` in
+        ``[since, until)``; at most ``limit`` (up to 10,000) after position ``after``."""
+        query = AuditQuery.build(
+            account=account,
+            key_id=key_id,
+            actor=actor,
+            action=action,
+            since=since,
+            until=until,
+            limit=limit,
+            after=after,
+        )
+        with self._views.lock:
+            return self._views.audit.query(query)
+
+    def check_integrity(self) -> IntegrityReport:
+        """Check every stored event against its account's hash chain."""
+        return self._guard(lambda: check_integrity(self._app.recorder, self._views.mapper))
+
+    @property
+    def position(self) -> int:
+        """The position (global notification id) this process's views have reached."""
+        return self._views.position
+
+    # Lifecycle
+
+    def close(self) -> None:
+        """Release the store's connections. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._app.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.store!r}, position={self.position})"
+
+    # Internals
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise InvalidInput("clock", "must return timezone-aware datetimes")
+        return now.astimezone(UTC)
+
+    def _new_secret(self) -> str:
+        return keyformat.generate_key(self.key_prefix)
+
+    def _guard(self, operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except PersistenceError as error:
+            raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None
+
+    def _load(self, account: str, now: datetime) -> Keyring:
+        keyring_id = Keyring.id_for(account)
+        try:
+            keyring: Keyring = self._app.repository.get(keyring_id)
+        except AggregateNotFoundError:
+            return Keyring(keyring_id, account, now)
+        return keyring
+
+    def _command(self, account: str, decide: Callable[[Keyring, datetime], T]) -> T:
+        for attempt in range(self._max_attempts):
+            now = self._now()
+            keyring = self._guard(partial(self._load, account, now))
+            result = decide(keyring, now)
+            if not keyring.pending_events:
+                return result
+            try:
+                recordings = self._app.save(keyring)
+            except IntegrityError:
+                logger.debug("account %r changed concurrently; attempt %d", account, attempt + 1)
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter only
+                continue
+            except PersistenceError as error:
+                raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None
+            self._follow(recordings)
+            return result
+        raise Conflict(
+            f"account {account!r} kept changing under {self._max_attempts} attempts; nothing was "
+            "recorded, try again"
+        )
+
+    def _follow(self, recordings: list[Recording[UUID]]) -> None:
+        views = self._views
+        with views.lock:
+            if recordings and recordings[0].notification.id == views.position + 1:
+                views.apply(r.notification for r in recordings)
+            else:
+                self._guard(lambda: views.catch_up(self._app.recorder))
+
+
+def _described(secret: str) -> NewSecret:
+    return NewSecret(digest=keyformat.digest(secret).hex(), hint=keyformat.hint(secret))

@@ -1,0 +1,158 @@
+"""The audit trail: one entry per recorded event, for compliance review.
+
+Entries are in position order (the global order of the store). ``occurred_at`` is the
+effective time (a grace deadline for ``GraceExpired``), ``recorded_at`` when the event
+was written. This in-memory trail answers the reviewer's queries by scanning; it is the
+reference for the indexed SQL trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from keyledger.domain import InvalidInput
+from keyledger.projections.facts import Fact
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+PROMOTED_FIELDS = frozenset({"account", "actor", "key_id", "chain", "timestamp"})
+ACTIONS = (
+    "KeyCreated",
+    "KeyRegenerated",
+    "GraceExpired",
+    "KeyRevoked",
+    "UserAccessRevoked",
+    "UserAccessRestored",
+)
+
+
+class AuditEntry(BaseModel):
+    """One recorded event, as a reviewer reads it (no secret: digests and hints only)."""
+
+    model_config = ConfigDict(frozen=True)
+    position: int
+    account: str
+    action: str
+    actor: str | None
+    """Who ran the command; ``None`` for ``GraceExpired`` (recorded by the ledger)."""
+    key_id: str | None
+    key_name: str | None
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    details: dict[str, Any]
+    chain: str
+
+
+class AuditQuery(BaseModel):
+    """The filters of an audit query, checked: bad values raise :class:`InvalidInput`."""
+
+    model_config = ConfigDict(frozen=True)
+    account: str | None = None
+    key_id: str | None = None
+    actor: str | None = None
+    actions: tuple[str, ...] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = DEFAULT_LIMIT
+    after: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        account: str | None = None,
+        key_id: str | None = None,
+        actor: str | None = None,
+        action: str | Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = DEFAULT_LIMIT,
+        after: int | None = None,
+    ) -> AuditQuery:
+        """Check the filters and return them as a query."""
+        actions = (action,) if isinstance(action, str) else (tuple(action) if action is not None else None)
+        for name in actions or ():
+            if name not in ACTIONS:
+                raise InvalidInput("action", f"must be one of {', '.join(ACTIONS)}")
+        for field, moment in (("since", since), ("until", until)):
+            if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
+                raise InvalidInput(field, "must be a timezone-aware datetime")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidInput("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+            raise InvalidInput("after", "must be a position (a non-negative integer)")
+        return cls(
+            account=account,
+            key_id=key_id,
+            actor=actor,
+            actions=actions,
+            since=since,
+            until=until,
+            limit=limit,
+            after=after,
+        )
+
+    def matches(self, entry: AuditEntry) -> bool:
+        """Whether ``entry`` passes every filter (``since`` inclusive, ``until`` exclusive)."""
+        return (
+            (self.after is None or entry.position > self.after)
+            and (self.account is None or entry.account == self.account)
+            and (self.key_id is None or entry.key_id == self.key_id or self._removed(entry))
+            and (self.actor is None or entry.actor == self.actor)
+            and (self.actions is None or entry.action in self.actions)
+            and (self.since is None or entry.occurred_at >= self.since)
+            and (self.until is None or entry.occurred_at < self.until)
+        )
+
+    def _removed(self, entry: AuditEntry) -> bool:
+        return self.key_id in entry.details.get("removed_key_ids", ())
+
+
+def entry_from(fact: Fact, key_name: str | None) -> AuditEntry:
+    """The audit entry of one recorded event."""
+    data = fact.data
+    return AuditEntry(
+        position=fact.position,
+        account=fact.account,
+        action=fact.action,
+        actor=data.get("actor"),
+        key_id=data.get("key_id"),
+        key_name=key_name,
+        occurred_at=fact.occurred_at,
+        recorded_at=fact.recorded_at,
+        details={name: value for name, value in data.items() if name not in PROMOTED_FIELDS},
+        chain=data["chain"],
+    )
+
+
+class AuditTrail:
+    """Every recorded event as an :class:`AuditEntry`, in position order."""
+
+    def __init__(self) -> None:
+        self._entries: list[AuditEntry] = []
+        self._names: dict[tuple[str, str], str] = {}
+
+    def apply(self, fact: Fact) -> None:
+        """Follow one recorded event."""
+        data = fact.data
+        key_id: str | None = data.get("key_id")
+        name = None
+        if key_id is not None:
+            if fact.action == "KeyCreated":
+                self._names[(fact.account, key_id)] = data["name"]
+            name = self._names.get((fact.account, key_id))
+        self._entries.append(entry_from(fact, name))
+
+    def query(self, query: AuditQuery) -> list[AuditEntry]:
+        """The entries that match, oldest first, at most ``query.limit`` of them."""
+        found: list[AuditEntry] = []
+        for entry in self._entries:
+            if query.matches(entry):
+                found.append(entry)
+                if len(found) == query.limit:
+                    break
+        return found

@@ -17,19 +17,7 @@ from rich.table import Table
 
 from keyledger import KeyLedgerError, KeyView, Ledger
 from keyledger.domain import Actor, Permission
-
-
-class ManualClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
+from keyledger.testing import ManualClock
 
 
 def keys_table(title: str, keys: list[KeyView]) -> Table:

@@ -4,7 +4,7 @@ supplied by the host service that embeds the ledger."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from keyledger.domain.errors import InvalidInput
@@ -22,7 +22,7 @@ class Permission(StrEnum):
     """Revoke and restore a user's access (and with it, their keys)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Actor:
     """A user of one account, acting with the given permissions.
 
@@ -30,13 +30,18 @@ class Actor:
     """
 
     user_id: str
-    account: str = DEFAULT_ACCOUNT
-    permissions: frozenset[Permission] = field(default_factory=frozenset)
+    account: str
+    permissions: frozenset[Permission]
 
-    def __post_init__(self) -> None:
-        check_identifier("user_id", self.user_id)
-        check_identifier("account", self.account)
-        object.__setattr__(self, "permissions", _permissions(self.permissions))
+    def __init__(
+        self,
+        user_id: str,
+        account: str = DEFAULT_ACCOUNT,
+        permissions: Iterable[Permission | str] = (),
+    ) -> None:
+        object.__setattr__(self, "user_id", check_identifier("user_id", user_id))
+        object.__setattr__(self, "account", check_identifier("account", account))
+        object.__setattr__(self, "permissions", _permissions(permissions))
 
     def can(self, permission: Permission) -> bool:
         """Whether this actor holds ``permission``."""

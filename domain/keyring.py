@@ -26,7 +26,7 @@ from keyledger.domain.errors import (
     PermissionDenied,
     UserAccessUnchanged,
 )
-from keyledger.domain.keys import new_key_id
+from keyledger.domain.keys import is_key_id, new_key_id
 from keyledger.domain.state import KeyRecord, KeyringSnapshot, SecretRecord
 
 KEYRING_NAMESPACE = UUID("6f1c8a52-3d1e-5b7a-9c2f-4e8d0b6a1f37")
@@ -269,7 +269,9 @@ class Keyring:
         """The key exists in this account and is not revoked."""
         record = self.keys.get(key_id) if isinstance(key_id, str) else None
         if record is None:
-            raise KeyNotFound(f"no key {key_id!r} in account {self.account!r}")
+            # Echo only what has a key id's shape: a caller may pass a secret here.
+            shown = repr(key_id) if is_key_id(key_id) else "with the id given (not a key id)"
+            raise KeyNotFound(f"no key {shown} in account {self.account!r}")
         if record.revoked_at is not None:
             raise KeyAlreadyRevoked(f"key {key_id!r} was revoked and cannot be changed")
         return record

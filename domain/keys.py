@@ -164,6 +164,15 @@ def diagnose_key(credential: object, prefix: str) -> KeyDiagnosis:
     return KeyDiagnosis.BAD_CHARACTERS
 
 
+def contains_key(text: str, prefix: str) -> bool:
+    """Whether ``text`` holds something shaped like a key of ``prefix`` (so that a key
+    pasted into a name, note or user id is refused instead of stored)."""
+    return (
+        re.search(rf"(?<![a-z0-9_]){re.escape(prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}(?![0-9A-Za-z])", text)
+        is not None
+    )
+
+
 def is_key_id(value: object) -> bool:
     """Whether ``value`` has the shape of a public key id (``key_`` + 16 base62)."""
     return (

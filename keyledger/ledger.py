@@ -143,9 +143,11 @@ class Ledger:
 
     def create_key(self, actor: Actor, *, name: str, purpose: str = "", application: str = "") -> IssuedKey:
         """Create a key in the actor's account; its secret is returned this once."""
-        name = check_label("name", name, maximum=NAME_MAX, required=True)
-        purpose = check_notes("purpose", purpose, maximum=PURPOSE_MAX)
-        application = check_label("application", application, maximum=APPLICATION_MAX, required=False)
+        name = self._no_key("name", check_label("name", name, maximum=NAME_MAX, required=True))
+        purpose = self._no_key("purpose", check_notes("purpose", purpose, maximum=PURPOSE_MAX))
+        application = self._no_key(
+            "application", check_label("application", application, maximum=APPLICATION_MAX, required=False)
+        )
         secret = self._new_secret()
         key_id = self._command(
             actor.account,
@@ -189,7 +191,7 @@ class Ledger:
     def revoke_key(self, actor: Actor, key_id: str, *, reason: str | None = None) -> None:
         """Revoke a key: none of its secrets works again."""
         if reason is not None:
-            reason = check_notes("reason", reason, maximum=REASON_MAX)
+            reason = self._no_key("reason", check_notes("reason", reason, maximum=REASON_MAX))
         self._command(
             actor.account, lambda keyring, now: keyring.revoke_key(actor, key_id, reason=reason, now=now)
         )
@@ -198,7 +200,7 @@ class Ledger:
     def revoke_user_access(self, actor: Actor, user_id: str) -> list[str]:
         """Revoke a user's access to the actor's account, and every key they created, in
         one atomic append; returns the key ids removed."""
-        user_id = check_identifier("user_id", user_id)
+        user_id = self._no_key("user_id", check_identifier("user_id", user_id))
         removed = self._command(
             actor.account, lambda keyring, now: keyring.revoke_user_access(actor, user_id, now=now)
         )
@@ -207,7 +209,7 @@ class Ledger:
 
     def restore_user_access(self, actor: Actor, user_id: str) -> None:
         """Let a revoked user manage keys again (their removed keys stay removed)."""
-        user_id = check_identifier("user_id", user_id)
+        user_id = self._no_key("user_id", check_identifier("user_id", user_id))
         self._command(
             actor.account, lambda keyring, now: keyring.restore_user_access(actor, user_id, now=now)
         )
@@ -316,6 +318,11 @@ class Ledger:
         if now.tzinfo is None:
             raise InvalidInput("clock", "must return timezone-aware datetimes")
         return now.astimezone(UTC)
+
+    def _no_key(self, field: str, text: str) -> str:
+        if keyformat.contains_key(text, self.key_prefix):
+            raise InvalidInput(field, "contains what looks like an API key; keys are never stored")
+        return text
 
     def _new_secret(self) -> str:
         return keyformat.generate_key(self.key_prefix)

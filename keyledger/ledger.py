@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from keyledger.domain import (
     Actor,
     Conflict,
     InvalidInput,
+    KeyLedgerError,
     Keyring,
     NewSecret,
     StoreUnavailable,
@@ -100,6 +102,8 @@ class Ledger:
         assert isinstance(mapper, PydanticMapper)
         self._views = LedgerViews(mapper)
         self._closed = False
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self._guard(lambda: self._views.catch_up(self._app.recorder))
 
     @classmethod
@@ -224,6 +228,25 @@ class Ledger:
             due = self._views.catalogue.accounts_with_grace_due(self._now())
         return sum(self._command(account, lambda keyring, now: keyring.expire_grace(now)) for account in due)
 
+    def start_sweeper(self, interval: float = 60.0) -> None:
+        """Run :meth:`expire_grace` every ``interval`` seconds in a daemon thread that
+        stops when the ledger closes, so a service records ``GraceExpired`` without cron.
+        A failed sweep is logged and retried at the next interval."""
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise InvalidInput("interval", "must be a positive number of seconds")
+        if self._sweeper is not None:
+            raise InvalidInput("interval", "a sweeper is already running for this ledger")
+
+        def sweep() -> None:
+            while not self._stopping.wait(interval):
+                try:
+                    self.expire_grace()
+                except KeyLedgerError as error:
+                    logger.warning("grace sweep failed: %s", error)
+
+        self._sweeper = threading.Thread(target=sweep, name="keyledger-sweeper", daemon=True)
+        self._sweeper.start()
+
     # Queries
 
     def verify(self, credential: object) -> Principal | None:
@@ -298,6 +321,9 @@ class Ledger:
         """Release the store's connections. Idempotent."""
         if not self._closed:
             self._closed = True
+            self._stopping.set()
+            if self._sweeper is not None and self._sweeper is not threading.current_thread():
+                self._sweeper.join()
             self._app.close()
 
     def __enter__(self) -> Self:

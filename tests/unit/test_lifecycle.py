@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -546,3 +547,35 @@ class TestKeysPastedIntoText:
 
         assert actions(ledger) == ["KeyCreated"]
         assert ledger.verify(key) is not None
+
+
+class TestSweeper:
+    def test_the_sweeper_records_grace_expired_in_the_background(
+        self, ledger: Ledger, alice: Actor, clock: Clock
+    ) -> None:
+        """start_sweeper() records GraceExpired for passed deadlines without the caller's help."""
+        old = ledger.create_key(alice, name="Shipping")
+        ledger.regenerate_key(alice, old.key_id, grace=True)
+        clock.advance(hours=12)
+
+        ledger.start_sweeper(0.01)
+        for _ in range(500):
+            if ledger.audit(action="GraceExpired"):
+                break
+            threading.Event().wait(0.01)
+
+        assert [e.action for e in ledger.audit(action="GraceExpired")] == ["GraceExpired"]
+
+    def test_the_sweeper_stops_with_the_ledger(self, ledger: Ledger) -> None:
+        """Closing the ledger stops its sweeper thread."""
+        ledger.start_sweeper(0.01)
+
+        ledger.close()
+
+        assert not any(t.name == "keyledger-sweeper" and t.is_alive() for t in threading.enumerate())
+
+    @pytest.mark.parametrize("interval", [0, -1, "1", True])
+    def test_a_bad_interval_is_refused(self, ledger: Ledger, interval: object) -> None:
+        """A sweeper interval that is not a positive number raises InvalidInput."""
+        with pytest.raises(InvalidInput):
+            ledger.start_sweeper(interval)  # type: ignore[arg-type]

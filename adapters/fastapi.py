@@ -1,0 +1,55 @@
+"""A FastAPI dependency for apps that protect some routes only (the ``asgi`` extra).
+
+::
+
+    api_key = require_api_key(ledger)
+
+    @app.get("/orders")
+    async def orders(principal: Annotated[Principal, Depends(api_key)]) -> list[Order]: ...
+
+The dependency returns the :class:`~keyledger.Principal` of a working key presented in
+the ``Authorization`` header (``Basic`` with the key as user name and an empty password,
+or ``Bearer``), or raises ``HTTPException(401)`` with ``WWW-Authenticate``. It is
+declared as an API-key security scheme, so the OpenAPI docs show which routes need a key.
+Where :class:`keyledger.adapters.asgi.ApiKeyMiddleware` already verified the request, its
+principal is reused. This is the only module that imports FastAPI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from keyledger.adapters.asgi import PRINCIPAL_KEY, Verifier, challenge, check_realm
+from keyledger.results import Principal
+
+DETAIL = "a valid API key is required: HTTP Basic with the key as user name and an empty password, or Bearer"
+
+
+def require_api_key(ledger: Verifier, *, realm: str = "keyledger") -> Callable[..., Awaitable[Principal]]:
+    """A dependency that returns the request's :class:`~keyledger.Principal` or answers 401."""
+    headers = {"WWW-Authenticate": challenge(check_realm(realm))}
+    scheme = APIKeyHeader(
+        name="Authorization",
+        scheme_name="keyledger",
+        description="An API key: 'Bearer <key>', or HTTP Basic with the key as user name and no password.",
+        auto_error=False,
+    )
+
+    # async: verification is an in-memory lookup, so it runs on the event loop, not in a thread.
+    async def api_key_principal(
+        request: Request,
+        authorization: str | None = Security(scheme),
+    ) -> Principal:
+        verified = request.scope.get(PRINCIPAL_KEY)
+        if isinstance(verified, Principal):
+            return verified
+        values = request.headers.getlist("authorization")
+        principal = ledger.verify(authorization) if len(values) == 1 else None
+        if principal is None:
+            raise HTTPException(status_code=401, detail=DETAIL, headers=headers)
+        return principal
+
+    return api_key_principal

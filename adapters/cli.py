@@ -1,45 +1,466 @@
 """The ``keyledger`` command line (typer and rich): thin commands that parse, call the
-Ledger and render."""
+Ledger and render (rendering lives in :mod:`keyledger.adapters.render`).
+
+Exit codes: 0 done; 1 refused or not found (permission, revoked access, unknown or
+revoked key, unchanged user access, a credential that does not verify, a failed
+integrity check); 2 usage or bad input; 3 store unavailable. Errors are one line on
+stderr, never a traceback and never a secret.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
+from keyledger import (
+    DEFAULT_ACCOUNT,
+    Actor,
+    AuditEntry,
+    Conflict,
+    InvalidInput,
+    KeyLedgerError,
+    KeyNotFound,
+    Ledger,
+    Permission,
+    StoreUnavailable,
+)
+from keyledger.adapters import render
 from keyledger.adapters.demo import run_demo
-from keyledger.domain import KeyLedgerError, StoreUnavailable
+from keyledger.domain.keys import KeyDiagnosis, diagnose_key, is_key_id
+from keyledger.projections.audit import ACTIONS, DEFAULT_LIMIT, MAX_LIMIT
+
+logger = logging.getLogger("keyledger.cli")
+
+HELP = (
+    "Manage the API keys of a keyledger ledger from a terminal.\n\n"
+    "The operator is trusted like an account administrator: every command that changes something "
+    "acts as --actor USER with both permissions, integration (manage keys) and user_management "
+    "(revoke and restore a user's access), and records USER in the audit trail.\n\n"
+    "Exit codes: 0 done, 1 refused or not found, 2 usage or bad input, 3 store unavailable."
+)
 
 app = typer.Typer(
     name="keyledger",
-    help="An event-sourced ledger of API keys.",
+    help=HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
+keys_app = typer.Typer(help="Create, list, show, regenerate and revoke API keys.", no_args_is_help=True)
+users_app = typer.Typer(help="Revoke and restore a user's access to an account.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", envvar="KEYLEDGER_URL", help="Store URL; default ./keyledger.db."),
+    typer.Option(
+        "--url",
+        envvar="KEYLEDGER_URL",
+        help="Store URL (sqlite:///path.db, postgresql://..., memory://); default ./keyledger.db.",
+    ),
 ]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Machine-readable output: JSON on stdout, JSON error lines on stderr.")
+]
+AccountOption = Annotated[str, typer.Option("--account", "-a", help="The account (tenant).")]
+ActorOption = Annotated[
+    str,
+    typer.Option(
+        "--actor",
+        help="The user you act as, recorded in the audit trail (with both permissions).",
+        show_default=False,
+    ),
+]
+KeyIdArgument = Annotated[str, typer.Argument(help="The public key id (key_...), never the key itself.")]
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+@dataclass(frozen=True)
+class Options:
+    """The global options, shared by every command through the typer context."""
+
+    url: str | None
+    output: render.Output
+
+
+def options(ctx: typer.Context) -> Options:
+    """The global options of this invocation."""
+    found = ctx.find_object(Options)
+    assert found is not None, "the main callback sets the options"
+    return found
+
+
+def exit_code(error: KeyLedgerError) -> int:
+    """The exit code for an error: 2 bad input, 3 store unavailable, 1 any refusal."""
+    if isinstance(error, InvalidInput):
+        return EXIT_USAGE
+    if isinstance(error, StoreUnavailable):
+        return EXIT_UNAVAILABLE
+    return EXIT_REFUSED
+
+
+@contextmanager
+def guarded(ctx: typer.Context) -> Iterator[render.Output]:
+    """Turn every error into one line on stderr and its exit code, never a traceback."""
+    out = options(ctx).output
+    try:
+        yield out
+    except KeyLedgerError as error:
+        out.error(type(error).__name__, str(error))
+        raise typer.Exit(exit_code(error)) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as error:
+        # The message is left out: it was not written for the terminal and could carry input.
+        logger.debug("unexpected error", exc_info=True)
+        out.error("InternalError", f"unexpected {type(error).__name__}; this is a bug in keyledger")
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+def open_ledger(ctx: typer.Context) -> Ledger:
+    """The ledger the global options name (close it with ``with``)."""
+    return Ledger.open(options(ctx).url)
+
+
+def operator(account: str, user_id: str) -> Actor:
+    """The terminal's actor: the named user with both permissions."""
+    return Actor(user_id=user_id, account=account, permissions=set(Permission))
+
+
+def parse_instant(field: str, text: str | None) -> datetime | None:
+    """An ISO 8601 instant with a timezone (``2026-01-05T09:00:00Z``); naive is refused."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(field, "must be an ISO 8601 instant such as 2026-01-05T09:00:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(field, "must include a timezone, such as Z or +02:00")
+    return moment
 
 
 @app.callback()
-def main_options(ctx: typer.Context, url: UrlOption = None) -> None:
-    """An event-sourced ledger of API keys."""
-    ctx.obj = {"url": url}
+def main_options(ctx: typer.Context, url: UrlOption = None, json_output: JsonOption = False) -> None:
+    ctx.obj = Options(url=url, output=render.Output(json_mode=json_output))
+
+
+# keys
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    actor: ActorOption,
+    name: Annotated[str, typer.Option("--name", help="A label for the key.", show_default=False)],
+    account: AccountOption = DEFAULT_ACCOUNT,
+    purpose: Annotated[str, typer.Option("--purpose", help="Free notes: what the key is for.")] = "",
+    application: Annotated[str, typer.Option("--application", help="The third-party application.")] = "",
+) -> None:
+    """Create a key; its secret is printed once, on stdout alone."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        issued = ledger.create_key(
+            operator(account, actor), name=name, purpose=purpose, application=application
+        )
+        out.secret(issued, "created")
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context, account: AccountOption = DEFAULT_ACCOUNT) -> None:
+    """List the account's keys in creation order (hints only, never a secret)."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        keys = ledger.keys(account)
+        if out.json_mode:
+            out.emit([render.jsonable(key) for key in keys])
+        elif keys:
+            out.show(render.keys_table(f"keys of {account}", keys))
+        else:
+            out.line(f"account {account!r} has no keys")
+
+
+@keys_app.command("show")
+def keys_show(ctx: typer.Context, key_id: KeyIdArgument, account: AccountOption = DEFAULT_ACCOUNT) -> None:
+    """Show one key: labels, creator, status, hint and the secrets in grace."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        key = ledger.key(account, key_id)
+        if key is None:
+            shown = repr(key_id) if is_key_id(key_id) else "with the id given (not a key id)"
+            raise KeyNotFound(f"no key {shown} in account {account!r}")
+        if out.json_mode:
+            out.emit(render.jsonable(key))
+        else:
+            out.show(render.key_detail(key))
+
+
+@keys_app.command("regenerate")
+def keys_regenerate(
+    ctx: typer.Context,
+    key_id: KeyIdArgument,
+    actor: ActorOption,
+    grace: Annotated[
+        bool | None,
+        typer.Option(
+            "--grace/--immediate",
+            help="--grace: the old secret works for the ledger's grace period more (12 hours "
+            "by default); --immediate: every old secret stops now. One is required.",
+            show_default=False,
+        ),
+    ] = None,
+    account: AccountOption = DEFAULT_ACCOUNT,
+) -> None:
+    """Issue a new secret for a key; it is printed once, on stdout alone."""
+    if grace is None:
+        raise typer.BadParameter("choose --grace or --immediate", param_hint="'--grace' / '--immediate'")
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        issued = ledger.regenerate_key(operator(account, actor), key_id, grace=grace)
+        out.secret(issued, "regenerated with grace" if grace else "regenerated")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: KeyIdArgument,
+    actor: ActorOption,
+    account: AccountOption = DEFAULT_ACCOUNT,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the audit trail.")] = None,
+) -> None:
+    """Revoke a key: none of its secrets works again, and no new one is issued."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        ledger.revoke_key(operator(account, actor), key_id, reason=reason)
+        if out.json_mode:
+            out.emit({"account": account, "key_id": key_id, "status": "revoked"})
+        else:
+            out.line(f"key {key_id} revoked")
+
+
+# users
+
+
+@users_app.command("revoke")
+def users_revoke(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="The user whose access ends.")],
+    actor: ActorOption,
+    account: AccountOption = DEFAULT_ACCOUNT,
+) -> None:
+    """Revoke a user's access and, in the same step, every key they created."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        removed = ledger.revoke_user_access(operator(account, actor), user)
+        if out.json_mode:
+            out.emit({"account": account, "user": user, "access": "revoked", "removed_key_ids": removed})
+        else:
+            keys = ", ".join(removed) if removed else "none"
+            out.line(f"access of {user!r} to {account!r} revoked; keys removed: {keys}")
+
+
+@users_app.command("restore")
+def users_restore(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="The user whose access returns.")],
+    actor: ActorOption,
+    account: AccountOption = DEFAULT_ACCOUNT,
+) -> None:
+    """Restore a revoked user's access (for new keys; removed keys stay removed)."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        ledger.restore_user_access(operator(account, actor), user)
+        if out.json_mode:
+            out.emit({"account": account, "user": user, "access": "restored"})
+        else:
+            out.line(f"access of {user!r} to {account!r} restored")
+
+
+# verification, audit, maintenance
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    credential: Annotated[
+        str,
+        typer.Argument(
+            help="A key, or an Authorization value ('Basic ...', 'Bearer ...'). Prefer '-' and "
+            "pipe the key in: an argument lands in shell history and the process list.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Tell whether a credential is a working key: exit 0 if valid, 1 if not.
+
+    Example: keyledger verify - < key.txt
+    """
+    with guarded(ctx) as out:
+        if credential == "-":
+            credential = sys.stdin.read().strip()
+        with open_ledger(ctx) as ledger:
+            principal = ledger.verify(credential)
+            if principal is not None:
+                out.principal(principal)
+                return
+            diagnosis = diagnose_key(credential, ledger.key_prefix)
+        reason = (
+            "not a working key (unknown, revoked, or past its grace deadline)"
+            if diagnosis is KeyDiagnosis.WELL_FORMED
+            else f"not a key of this ledger: {diagnosis.value}"
+        )
+        if out.json_mode:
+            out.emit({"valid": False, "reason": reason})
+        out.error("InvalidCredential", f"credential refused: {reason}")
+        raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command()
+def audit(
+    ctx: typer.Context,
+    account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Only this key id (with its removal).")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Only commands by this user.")] = None,
+    action: Annotated[
+        list[str] | None, typer.Option("--action", help=f"Only these actions (repeat): {', '.join(ACTIONS)}.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="From this instant (ISO 8601, with zone).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Before this instant (ISO 8601, with zone).")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", help=f"At most this many (up to {MAX_LIMIT}).")
+    ] = DEFAULT_LIMIT,
+    after: Annotated[int | None, typer.Option("--after", help="Only after this position (a cursor).")] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="table, jsonl (one entry per line) or csv.")
+    ] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Show the audit trail, oldest first, filtered; page on with --after LAST_POSITION."""
+    with guarded(ctx) as out:
+        if output_format not in ("table", "jsonl", "csv"):
+            raise InvalidInput("format", "must be table, jsonl or csv")
+        start, end = parse_instant("since", since), parse_instant("until", until)
+        with open_ledger(ctx) as ledger:
+            entries = ledger.audit(
+                account=account,
+                key_id=key,
+                actor=actor,
+                action=action or None,
+                since=start,
+                until=end,
+                limit=limit,
+                after=after,
+            )
+        if output is not None:
+            _write_audit(out, entries, output_format, output)
+        elif output_format == "jsonl":
+            render.write_jsonl(entries, sys.stdout)
+        elif output_format == "csv":
+            render.write_csv(entries, sys.stdout)
+        elif out.json_mode:
+            out.emit([render.jsonable(entry) for entry in entries])
+        else:
+            out.show(render.audit_table(entries))
+        if len(entries) == limit:
+            out.note(f"more entries may follow: add --after {entries[-1].position}")
+
+
+def _write_audit(out: render.Output, entries: list[AuditEntry], form: str, path: Path) -> None:
+    try:
+        with path.open("w", encoding="utf-8", newline="") as stream:
+            if form == "jsonl":
+                render.write_jsonl(entries, stream)
+            elif form == "csv":
+                render.write_csv(entries, stream)
+            else:
+                Console(file=stream, width=200).print(render.audit_table(entries))
+    except OSError as error:
+        raise InvalidInput("output", f"cannot write {path}: {error.strerror}") from None
+    if out.json_mode:
+        out.emit({"written": len(entries), "path": str(path), "format": form})
+    else:
+        out.note(f"wrote {len(entries)} entries to {path}")
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    every: Annotated[
+        float | None,
+        typer.Option("--every", help="Sweep every SECONDS until stopped (Ctrl-C); print each sweep."),
+    ] = None,
+) -> None:
+    """Record GraceExpired for every grace deadline that has passed."""
+    with guarded(ctx) as out:
+        if every is not None and not every > 0:
+            raise InvalidInput("every", "must be a positive number of seconds")
+        with open_ledger(ctx) as ledger:
+            if every is None:
+                _sweep_once(out, ledger)
+                return
+            with _stopped_by_sigterm():
+                try:
+                    while True:
+                        try:
+                            _sweep_once(out, ledger)
+                        except (StoreUnavailable, Conflict) as error:
+                            out.error(type(error).__name__, f"{error}; trying again in {every:g} s")
+                        time.sleep(every)
+                except KeyboardInterrupt:
+                    out.note("sweeper stopped")
+
+
+def _sweep_once(out: render.Output, ledger: Ledger) -> None:
+    recorded = ledger.expire_grace()
+    at = render.when(datetime.now(UTC))
+    if out.json_mode:
+        out.emit({"at": at, "recorded": recorded})
+    else:
+        out.line(f"{at}  recorded {recorded} GraceExpired event(s)")
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """Let SIGTERM (a service manager's stop) end a loop as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Check every stored event against its account's hash chain; exit 1 if any fails."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        report = ledger.check_integrity()
+        out.integrity(report)
+        if not report.ok:
+            out.error("IntegrityViolation", f"integrity check failed at position {report.first_bad_position}")
+            raise typer.Exit(EXIT_REFUSED)
 
 
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Walk one new account through the whole key lifecycle, with an injected clock."""
-    try:
-        run_demo(ctx.obj["url"])
-    except StoreUnavailable as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(3) from None
-    except KeyLedgerError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+    with guarded(ctx):
+        run_demo(options(ctx).url)
 
 
 def main() -> None:

@@ -1,0 +1,266 @@
+"""How the command line shows things: rich tables for people, JSON, JSON Lines and CSV
+for programs, and one-line errors on stderr.
+
+Nothing here reads a secret except :meth:`Output.secret`, which writes it to stdout
+alone; every error line passes through :func:`redact` first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from keyledger.projections.audit import AuditEntry
+from keyledger.projections.catalogue import KeyView
+from keyledger.results import IntegrityReport, IssuedKey, Principal
+
+AUDIT_COLUMNS = (
+    "position",
+    "account",
+    "action",
+    "actor",
+    "key_id",
+    "key_name",
+    "occurred_at",
+    "recorded_at",
+    "details",
+    "chain",
+)
+"""The CSV columns of an audit entry, in order (``details`` as a JSON object)."""
+
+# Anything shaped like a key of any prefix: error lines never carry one, whatever the
+# message was built from.
+_KEY_SHAPE = re.compile(r"[a-z0-9]{1,16}(?:_[a-z0-9]+)?_[0-9A-Za-z]{38}(?![0-9A-Za-z])")
+
+
+def redact(text: str) -> str:
+    """``text`` with everything shaped like a key replaced by ``[key redacted]``."""
+    return _KEY_SHAPE.sub("[key redacted]", text)
+
+
+def when(moment: datetime | None) -> str:
+    """An instant in UTC as ISO 8601 with ``Z`` (microseconds only when there are any)."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def short(moment: datetime) -> str:
+    """An instant in UTC to the second, for table cells."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%SZ}"
+
+
+def jsonable(value: BaseModel | Principal) -> dict[str, Any]:
+    """A model or principal as plain JSON types (instants as ISO 8601 strings)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    data = asdict(value)
+    data["grace_until"] = None if value.grace_until is None else when(value.grace_until)
+    return data
+
+
+def _table(title: str, columns: Iterable[str]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        # Ids stay whole; any other cell folds rather than losing characters to an ellipsis.
+        if column in ("key id", "key"):
+            table.add_column(column, no_wrap=True, min_width=20)
+        else:
+            table.add_column(column, overflow="fold")
+    return table
+
+
+def _cell(value: object) -> Text:
+    # Text, never a str: a key named "[bold]" must print as itself, not as rich markup.
+    return Text("-" if value is None or value == "" else str(value))
+
+
+def keys_table(title: str, keys: Iterable[KeyView]) -> Table:
+    """Keys as a table: labels, creator, status, hint and the secrets in grace."""
+    table = _table(
+        title, ("key id", "name", "application", "created by", "created at", "status", "hint", "in grace")
+    )
+    for key in keys:
+        grace = ", ".join(f"{g.hint} until {when(g.grace_until)}" for g in key.grace)
+        table.add_row(
+            *map(
+                _cell,
+                (
+                    key.key_id,
+                    key.name,
+                    key.application,
+                    key.created_by,
+                    short(key.created_at),
+                    key.status,
+                    key.hint,
+                    grace,
+                ),
+            )
+        )
+    return table
+
+
+def key_detail(key: KeyView) -> Table:
+    """One key, field by field."""
+    table = Table(title=f"key {key.key_id}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    rows: list[tuple[str, object]] = [
+        ("account", key.account),
+        ("name", key.name),
+        ("purpose", key.purpose),
+        ("application", key.application),
+        ("created by", key.created_by),
+        ("created at", when(key.created_at)),
+        ("status", key.status),
+        ("hint", key.hint),
+        ("regenerated at", when(key.regenerated_at) if key.regenerated_at else None),
+        ("revoked at", when(key.revoked_at) if key.revoked_at else None),
+        ("revoked because", key.revoked_reason),
+    ]
+    rows += [(f"in grace: {g.hint}", f"until {when(g.grace_until)}") for g in key.grace]
+    for field, value in rows:
+        table.add_row(field, _cell(value))
+    return table
+
+
+def audit_table(entries: Iterable[AuditEntry]) -> Table:
+    """Audit entries as a table, oldest first: digests left out, ``chain`` shortened to 12
+    characters (JSON Lines and CSV keep every field whole)."""
+    table = _table(
+        "audit trail", ("pos", "occurred at", "account", "action", "actor", "key", "details", "chain")
+    )
+    for entry in entries:
+        key = entry.key_id if entry.key_name is None else f"{entry.key_id} ({entry.key_name})"
+        details = ", ".join(
+            f"{name}={value}" for name, value in sorted(entry.details.items()) if "digest" not in name
+        )
+        table.add_row(
+            *map(
+                _cell,
+                (
+                    entry.position,
+                    short(entry.occurred_at),
+                    entry.account,
+                    entry.action,
+                    entry.actor or "(ledger)",
+                    key,
+                    details,
+                    entry.chain[:12],
+                ),
+            )
+        )
+    return table
+
+
+def write_jsonl(entries: Iterable[AuditEntry], stream: IO[str]) -> int:
+    """One JSON object per entry and per line, nothing else; returns how many."""
+    count = 0
+    for entry in entries:
+        stream.write(entry.model_dump_json() + "\n")
+        count += 1
+    return count
+
+
+def write_csv(entries: Iterable[AuditEntry], stream: IO[str]) -> int:
+    """A header row, then one row per entry (``details`` as JSON); returns how many.
+
+    Values are written as recorded, not defused for spreadsheets: a cell may start with
+    ``=``, so open the file as text, not as a formula sheet.
+    """
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(AUDIT_COLUMNS)
+    count = 0
+    for entry in entries:
+        data = entry.model_dump(mode="json")
+        data["details"] = json.dumps(data["details"], sort_keys=True, ensure_ascii=False)
+        writer.writerow("" if data[column] is None else data[column] for column in AUDIT_COLUMNS)
+        count += 1
+    return count
+
+
+class Output:
+    """Where one command's results go: data to stdout, notes and errors to stderr."""
+
+    def __init__(self, *, json_mode: bool) -> None:
+        self.json_mode = json_mode
+        # Piped or redirected tables are still read by people: give them room.
+        self._console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+    def emit(self, data: object) -> None:
+        """Write one JSON document (one line) to stdout."""
+        typer.echo(json.dumps(data, ensure_ascii=False))
+
+    def show(self, renderable: RenderableType) -> None:
+        """Print a table or text for people to stdout."""
+        self._console.print(renderable)
+
+    def line(self, text: str) -> None:
+        """Print one plain line to stdout."""
+        typer.echo(text)
+
+    def note(self, text: str) -> None:
+        """Print one line for the operator to stderr (never data, never a secret)."""
+        typer.echo(redact(text), err=True)
+
+    def error(self, kind: str, message: str) -> None:
+        """Print one error line to stderr: ``error: ...``, or a JSON object with --json."""
+        message = redact(message)
+        if self.json_mode:
+            typer.echo(json.dumps({"error": kind, "message": message}, ensure_ascii=False), err=True)
+        else:
+            typer.echo(f"error: {message}", err=True)
+
+    def secret(self, issued: IssuedKey, done: str) -> None:
+        """Show a new secret once, on stdout alone, and warn on stderr to store it now."""
+        secret = issued.secret.get_secret_value()
+        if self.json_mode:
+            self.emit(
+                {
+                    "account": issued.account,
+                    "key_id": issued.key_id,
+                    "hint": issued.hint,
+                    "secret": secret,
+                    "previous_valid_until": jsonable(issued)["previous_valid_until"],
+                }
+            )
+        else:
+            typer.echo(secret)
+        previous = (
+            f"; the previous secret works until {when(issued.previous_valid_until)}"
+            if issued.previous_valid_until is not None
+            else ""
+        )
+        self.note(f"key {issued.key_id} {done}{previous}. Store the new key now: it is not shown again.")
+
+    def principal(self, principal: Principal) -> None:
+        """The answer to a credential that verified."""
+        if self.json_mode:
+            self.emit({"valid": True, **jsonable(principal)})
+            return
+        grace = "" if principal.grace_until is None else f", in grace until {when(principal.grace_until)}"
+        self.line(f"valid: key {principal.key_id} ({principal.name}) of account {principal.account}{grace}")
+
+    def integrity(self, report: IntegrityReport) -> None:
+        """The result of an integrity check."""
+        if self.json_mode:
+            self.emit(jsonable(report))
+        elif report.ok:
+            self.line(f"ok: {report.events_checked} events checked, every hash chain intact")
+        else:
+            self.line(
+                f"FAILED at position {report.first_bad_position}: {report.reason} "
+                f"({report.events_checked} events checked)"
+            )

@@ -22,12 +22,10 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from keyledger import (
     DEFAULT_ACCOUNT,
     Actor,
-    AuditEntry,
     Conflict,
     InvalidInput,
     KeyLedgerError,
@@ -317,9 +315,7 @@ def verify(
             if diagnosis is KeyDiagnosis.WELL_FORMED
             else f"not a key of this ledger: {diagnosis.value}"
         )
-        if out.json_mode:
-            out.emit({"valid": False, "reason": reason})
-        out.error("InvalidCredential", f"credential refused: {reason}")
+        out.refused(reason)
         raise typer.Exit(EXIT_REFUSED)
 
 
@@ -343,14 +339,12 @@ def audit(
     ] = DEFAULT_LIMIT,
     after: Annotated[int | None, typer.Option("--after", help="Only after this position (a cursor).")] = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="table, jsonl (one entry per line) or csv.")
-    ] = "table",
+        render.AuditFormat, typer.Option("--format", help="table, jsonl (one entry per line) or csv.")
+    ] = render.AuditFormat.TABLE,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
 ) -> None:
     """Show the audit trail, oldest first, filtered; page on with --after LAST_POSITION."""
     with guarded(ctx) as out:
-        if output_format not in ("table", "jsonl", "csv"):
-            raise InvalidInput("format", "must be table, jsonl or csv")
         start, end = parse_instant("since", since), parse_instant("until", until)
         with open_ledger(ctx) as ledger:
             entries = ledger.audit(
@@ -363,35 +357,9 @@ def audit(
                 limit=limit,
                 after=after,
             )
-        if output is not None:
-            _write_audit(out, entries, output_format, output)
-        elif output_format == "jsonl":
-            render.write_jsonl(entries, sys.stdout)
-        elif output_format == "csv":
-            render.write_csv(entries, sys.stdout)
-        elif out.json_mode:
-            out.emit([render.jsonable(entry) for entry in entries])
-        else:
-            out.show(render.audit_table(entries))
+        out.audit(entries, output_format, output)
         if len(entries) == limit:
             out.note(f"more entries may follow: add --after {entries[-1].position}")
-
-
-def _write_audit(out: render.Output, entries: list[AuditEntry], form: str, path: Path) -> None:
-    try:
-        with path.open("w", encoding="utf-8", newline="") as stream:
-            if form == "jsonl":
-                render.write_jsonl(entries, stream)
-            elif form == "csv":
-                render.write_csv(entries, stream)
-            else:
-                Console(file=stream, width=200).print(render.audit_table(entries))
-    except OSError as error:
-        raise InvalidInput("output", f"cannot write {path}: {error.strerror}") from None
-    if out.json_mode:
-        out.emit({"written": len(entries), "path": str(path), "format": form})
-    else:
-        out.note(f"wrote {len(entries)} entries to {path}")
 
 
 @app.command()
@@ -423,12 +391,7 @@ def sweep(
 
 
 def _sweep_once(out: render.Output, ledger: Ledger) -> None:
-    recorded = ledger.expire_grace()
-    at = render.when(datetime.now(UTC))
-    if out.json_mode:
-        out.emit({"at": at, "recorded": recorded})
-    else:
-        out.line(f"{at}  recorded {recorded} GraceExpired event(s)")
+    out.swept(ledger.expire_grace(), datetime.now(UTC))
 
 
 @contextmanager

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
 from typing import IO, Any
 
 import typer
@@ -22,9 +24,19 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from keyledger.domain import InvalidInput
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.catalogue import KeyView
 from keyledger.results import IntegrityReport, IssuedKey, Principal
+
+
+class AuditFormat(StrEnum):
+    """How ``keyledger audit`` writes entries."""
+
+    TABLE = "table"
+    JSONL = "jsonl"
+    CSV = "csv"
+
 
 AUDIT_COLUMNS = (
     "position",
@@ -244,6 +256,49 @@ class Output:
             else ""
         )
         self.note(f"key {issued.key_id} {done}{previous}. Store the new key now: it is not shown again.")
+
+    def refused(self, reason: str) -> None:
+        """The answer to a credential that did not verify (never echoing it)."""
+        if self.json_mode:
+            self.emit({"valid": False, "reason": reason})
+        self.error("InvalidCredential", f"credential refused: {reason}")
+
+    def swept(self, recorded: int, at: datetime) -> None:
+        """One line per grace sweep."""
+        if self.json_mode:
+            self.emit({"at": when(at), "recorded": recorded})
+        else:
+            self.line(f"{when(at)}  recorded {recorded} GraceExpired event(s)")
+
+    def audit(self, entries: list[AuditEntry], form: AuditFormat, path: Path | None) -> None:
+        """Audit entries to stdout, or to ``path`` with a note of how many on stderr.
+
+        JSON Lines and CSV are the entries alone; ``--json`` turns the table into a JSON array.
+        """
+        if path is None:
+            if form is AuditFormat.JSONL:
+                write_jsonl(entries, sys.stdout)
+            elif form is AuditFormat.CSV:
+                write_csv(entries, sys.stdout)
+            elif self.json_mode:
+                self.emit([jsonable(entry) for entry in entries])
+            else:
+                self.show(audit_table(entries))
+            return
+        try:
+            with path.open("w", encoding="utf-8", newline="") as stream:
+                if form is AuditFormat.JSONL:
+                    write_jsonl(entries, stream)
+                elif form is AuditFormat.CSV:
+                    write_csv(entries, stream)
+                else:
+                    Console(file=stream, width=200).print(audit_table(entries))
+        except OSError as error:
+            raise InvalidInput("output", f"cannot write {path}: {error.strerror}") from None
+        if self.json_mode:
+            self.emit({"written": len(entries), "path": str(path), "format": form.value})
+        else:
+            self.note(f"wrote {len(entries)} entries to {path}")
 
     def principal(self, principal: Principal) -> None:
         """The answer to a credential that verified."""

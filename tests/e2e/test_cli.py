@@ -411,18 +411,25 @@ class TestAudit:
     @pytest.mark.parametrize(
         ("args", "field"),
         [
-            (("--format", "xml"), "format"),
             (("--action", "KeyDeleted"), "action"),
             (("--limit", "0"), "limit"),
             (("--since", "yesterday"), "since"),
         ],
     )
     def test_bad_filters_exit_2(self, cli: Cli, args: tuple[str, ...], field: str) -> None:
-        """An unknown format or action, a bad limit or an unreadable instant exits 2."""
+        """An unknown action, a bad limit or an unreadable instant exits 2 naming the field."""
         result = cli("audit", *args)
 
         assert result.exit_code == 2
         assert one_error_line(result).startswith(f"error: invalid {field}")
+
+    def test_an_unknown_format_is_a_usage_error(self, cli: Cli) -> None:
+        """An unknown --format exits 2 and lists the formats."""
+        result = cli("audit", "--format", "xml")
+
+        assert result.exit_code == 2
+        assert "jsonl" in result.stderr
+        assert result.stdout == ""
 
 
 class TestSweep:

@@ -121,8 +121,8 @@ def guarded(ctx: typer.Context) -> Iterator[render.Output]:
     except KeyLedgerError as error:
         out.error(type(error).__name__, str(error))
         raise typer.Exit(exit_code(error)) from None
-    except (typer.Exit, typer.Abort):
-        raise
+    except (typer.Exit, typer.Abort, BrokenPipeError):
+        raise  # typer ends quietly on these (a closed pipe: `keyledger audit ... | head`)
     except Exception as error:
         # The message is left out: it was not written for the terminal and could carry input.
         logger.debug("unexpected error", exc_info=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from typing import IO, Any
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -83,14 +85,21 @@ def jsonable(value: BaseModel | Principal) -> dict[str, Any]:
     return data
 
 
+_WHOLE = frozenset({"key id", "key", "status", "hint", "pos"})
+
+
+_MIN_WIDTH = {"details": 16, "in grace": 10}
+
+
 def _table(title: str, columns: Iterable[str]) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in columns:
-        # Ids stay whole; any other cell folds rather than losing characters to an ellipsis.
-        if column in ("key id", "key"):
-            table.add_column(column, no_wrap=True, min_width=20)
+        # Ids, instants and names of things stay on one line; free text wraps, and a long
+        # token folds rather than losing characters to an ellipsis.
+        if column in _WHOLE:
+            table.add_column(column, no_wrap=True)
         else:
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", min_width=_MIN_WIDTH.get(column))
     return table
 
 
@@ -149,13 +158,11 @@ def key_detail(key: KeyView) -> Table:
 
 
 def audit_table(entries: Iterable[AuditEntry]) -> Table:
-    """Audit entries as a table, oldest first: digests left out, ``chain`` shortened to 12
-    characters (JSON Lines and CSV keep every field whole)."""
-    table = _table(
-        "audit trail", ("pos", "occurred at", "account", "action", "actor", "key", "details", "chain")
-    )
+    """Audit entries as a table, oldest first, for people: without digests and chains
+    (JSON Lines and CSV keep every field whole)."""
+    table = _table("audit trail", ("pos", "occurred at", "account", "action", "actor", "key", "details"))
     for entry in entries:
-        key = entry.key_id if entry.key_name is None else f"{entry.key_id} ({entry.key_name})"
+        key = entry.key_id if entry.key_name is None else f"{entry.key_id}\n{entry.key_name}"
         details = ", ".join(
             f"{name}={value}" for name, value in sorted(entry.details.items()) if "digest" not in name
         )
@@ -170,7 +177,6 @@ def audit_table(entries: Iterable[AuditEntry]) -> Table:
                     entry.actor or "(ledger)",
                     key,
                     details,
-                    entry.chain[:12],
                 ),
             )
         )
@@ -208,16 +214,18 @@ class Output:
 
     def __init__(self, *, json_mode: bool) -> None:
         self.json_mode = json_mode
-        # Piped or redirected tables are still read by people: give them room.
-        self._console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        # Piped or redirected tables are still read by people: give them room (unless COLUMNS says).
+        roomy = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+        self._console = Console(highlight=False, width=160 if roomy else None)
 
     def emit(self, data: object) -> None:
         """Write one JSON document (one line) to stdout."""
         typer.echo(json.dumps(data, ensure_ascii=False))
 
     def show(self, renderable: RenderableType) -> None:
-        """Print a table or text for people to stdout."""
-        self._console.print(renderable)
+        """Print a table or text for people to stdout (too wide a table runs past the
+        edge rather than losing characters)."""
+        self._console.print(renderable, crop=False)
 
     def line(self, text: str) -> None:
         """Print one plain line to stdout."""

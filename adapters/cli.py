@@ -9,6 +9,7 @@ stderr, never a traceback and never a secret.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import signal
 import sys
@@ -299,11 +300,13 @@ def verify(
 ) -> None:
     """Tell whether a credential is a working key: exit 0 if valid, 1 if not.
 
-    Example: keyledger verify - < key.txt
+    Example: keyledger verify - < key.txt (or type the key at the hidden prompt).
     """
     with guarded(ctx) as out:
         if credential == "-":
-            credential = sys.stdin.read().strip()
+            # From a terminal, ask without echoing; from a pipe or file, read it all.
+            typed = sys.stdin.isatty()
+            credential = (getpass.getpass("key: ", stream=sys.stderr) if typed else sys.stdin.read()).strip()
         with open_ledger(ctx) as ledger:
             principal = ledger.verify(credential)
             if principal is not None:

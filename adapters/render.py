@@ -228,8 +228,8 @@ class Output:
         self._console.print(renderable, crop=False)
 
     def line(self, text: str) -> None:
-        """Print one plain line to stdout."""
-        typer.echo(text)
+        """Print one plain line to stdout (anything shaped like a key redacted)."""
+        typer.echo(redact(text))
 
     def note(self, text: str) -> None:
         """Print one line for the operator to stderr (never data, never a secret)."""

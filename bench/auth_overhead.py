@@ -108,6 +108,7 @@ def over_http(
     basic = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
     cases: dict[str, tuple[str, dict[str, str], int]] = {
         "app alone": (bare.base_url, {}, 200),
+        "app alone, Bearer header": (bare.base_url, {"Authorization": f"Bearer {key}"}, 200),
         "middleware, Bearer key": (protected.base_url, {"Authorization": f"Bearer {key}"}, 200),
         "middleware, Basic key": (protected.base_url, {"Authorization": basic}, 200),
         "middleware, no key (401)": (protected.base_url, {}, 401),

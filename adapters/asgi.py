@@ -13,11 +13,14 @@ without calling the app. The body never echoes the credential. Lifespan and othe
 scopes pass through untouched.
 
 Verification is a dict lookup in memory, so it runs directly on the event loop: no
-thread hop, no blocking I/O.
+thread hop, no blocking I/O. A strict ledger (``ledger.strict``) reads the log head before
+answering, so with one the middleware verifies in a worker thread (``asyncio.to_thread``)
+instead, to keep that I/O off the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Protocol
@@ -50,6 +53,11 @@ class Verifier(Protocol):
     def verify(self, credential: object) -> Principal | None:
         """The principal of a working key, or ``None``; never raises on bad input."""
         ...
+
+
+def strict(ledger: Verifier) -> bool:
+    """Whether ``ledger`` verifies strictly, reading the store first (blocking I/O)."""
+    return getattr(ledger, "strict", False) is True
 
 
 def check_realm(realm: str) -> str:
@@ -101,7 +109,11 @@ class ApiKeyMiddleware:
         if kind not in ("http", "websocket") or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
-        principal = self.ledger.verify(_authorization(scope))
+        credential = _authorization(scope)
+        if strict(self.ledger):
+            principal = await asyncio.to_thread(self.ledger.verify, credential)
+        else:
+            principal = self.ledger.verify(credential)
         if principal is None:
             await self._refuse(scope, receive, send)
             return

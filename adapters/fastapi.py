@@ -17,12 +17,13 @@ principal is reused. This is the only module that imports FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from keyledger.adapters.asgi import PRINCIPAL_KEY, Verifier, challenge, check_realm
+from keyledger.adapters.asgi import PRINCIPAL_KEY, Verifier, challenge, check_realm, strict
 from keyledger.results import Principal
 
 DETAIL = "a valid API key is required: HTTP Basic with the key as user name and an empty password, or Bearer"
@@ -38,7 +39,8 @@ def require_api_key(ledger: Verifier, *, realm: str = "keyledger") -> Callable[.
         auto_error=False,
     )
 
-    # async: verification is an in-memory lookup, so it runs on the event loop, not in a thread.
+    # async: verification is an in-memory lookup, so it runs on the event loop, not in a
+    # thread, unless the ledger is strict.
     async def api_key_principal(
         request: Request,
         authorization: str | None = Security(scheme),
@@ -46,8 +48,12 @@ def require_api_key(ledger: Verifier, *, realm: str = "keyledger") -> Callable[.
         verified = request.scope.get(PRINCIPAL_KEY)
         if isinstance(verified, Principal):
             return verified
-        values = request.headers.getlist("authorization")
-        principal = ledger.verify(authorization) if len(values) == 1 else None
+        if len(request.headers.getlist("authorization")) != 1:
+            principal = None
+        elif strict(ledger):  # reads the store first: keep that I/O off the event loop
+            principal = await asyncio.to_thread(ledger.verify, authorization)
+        else:
+            principal = ledger.verify(authorization)
         if principal is None:
             raise HTTPException(status_code=401, detail=DETAIL, headers=headers)
         return principal

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -271,6 +272,51 @@ class TestWebSockets:
         )
 
         assert seen[0][PRINCIPAL_KEY].key_id == issued.key_id
+
+
+class ThreadRecordingVerifier:
+    """A verifier that notes the thread each verification runs on."""
+
+    def __init__(self, ledger: Ledger, *, strict: bool) -> None:
+        self.ledger = ledger
+        self.strict = strict
+        self.threads: list[threading.Thread] = []
+
+    def verify(self, credential: object) -> Principal | None:
+        self.threads.append(threading.current_thread())
+        return self.ledger.verify(credential)
+
+
+class TestStrictLedgers:
+    def call(self, middleware: ApiKeyMiddleware, key: str) -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/", "headers": [(b"authorization", f"Bearer {key}".encode())]}
+        asyncio.run(middleware(scope, receive, send))
+        return sent
+
+    @pytest.mark.parametrize(("strict", "on_loop"), [(False, True), (True, False)])
+    def test_only_a_strict_ledger_verifies_off_the_event_loop(
+        self, ledger: Ledger, alice: Actor, strict: bool, on_loop: bool
+    ) -> None:
+        """A strict ledger, which reads the store, verifies in a worker thread; others on the loop."""
+        verifier = ThreadRecordingVerifier(ledger, strict=strict)
+        key = secret(ledger.create_key(alice, name="Shipping"))
+        reached: list[Principal] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            reached.append(scope[PRINCIPAL_KEY])
+
+        self.call(ApiKeyMiddleware(app, verifier), key)
+
+        assert (verifier.threads == [threading.main_thread()]) is on_loop
+        assert reached[0].account == "acme"
 
 
 class TestFastapiDependency:

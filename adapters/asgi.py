@@ -128,7 +128,7 @@ class ApiKeyMiddleware:
         # A WebSocket handshake: answer it with a 401 where the server supports the
         # denial-response extension, else close it (servers then answer 403).
         await receive()  # websocket.connect
-        if "websocket.http.response" in scope.get("extensions", {}):
+        if "websocket.http.response" in (scope.get("extensions") or {}):
             await send({"type": "websocket.http.response.start", "status": 401, "headers": self._headers})
             await send({"type": "websocket.http.response.body", "body": UNAUTHORIZED_BODY})
         else:

@@ -57,7 +57,7 @@ def parse_url(url: str) -> StoreSettings:
     if not isinstance(url, str) or not url:
         raise InvalidInput("url", "must be a non-empty string")
     scheme, _, rest = url.partition("://")
-    if scheme == "memory":
+    if url == "memory://":
         return StoreSettings("memory", {"PERSISTENCE_MODULE": "eventsourcing.popo"})
     if scheme == "sqlite":
         if not rest.startswith("/") or len(rest) < 2:

@@ -210,7 +210,7 @@ class Keyring:
         keyring._version = snapshot.originator_version
         keyring._modified_on = state.modified_on
         keyring.chain = state.chain
-        keyring.keys = {record.key_id: record for record in state.keys}
+        keyring.keys = {record.key_id: record.model_copy(deep=True) for record in state.keys}
         keyring.revoked_users = set(state.revoked_users)
         return keyring
 

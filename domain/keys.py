@@ -96,7 +96,7 @@ def extract_key(credential: object, prefix: str) -> str | None:
     anything else: wrong type, oversized, non-ASCII, bad base64, a password in Basic,
     wrong prefix, wrong length or characters.
     """
-    if not isinstance(credential, str) or len(credential) > MAX_CREDENTIAL_LENGTH:
+    if not isinstance(credential, str) or len(credential) > MAX_CREDENTIAL_LENGTH or not credential.isascii():
         return None
     text = credential.strip()
     scheme, space, rest = text.partition(" ")
@@ -143,7 +143,12 @@ def diagnose_key(credential: object, prefix: str) -> KeyDiagnosis:
         return (
             KeyDiagnosis.WELL_FORMED if checksum(head) == key[-CHECK_LENGTH:] else (KeyDiagnosis.BAD_CHECKSUM)
         )
-    if not isinstance(credential, str) or len(credential) > MAX_CREDENTIAL_LENGTH:
+    if (
+        not isinstance(credential, str)
+        or len(credential) > MAX_CREDENTIAL_LENGTH
+        or not credential.isascii()
+        or not credential.strip()
+    ):
         return KeyDiagnosis.MALFORMED
     text = credential.strip()
     scheme, space, rest = text.partition(" ")

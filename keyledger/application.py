@@ -9,18 +9,52 @@ transcoder are plugged in, and Keyrings are snapshotted every
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.persistence import Mapper, PersistenceError, Transcoder
+from eventsourcing.persistence import (
+    IntegrityError,
+    Mapper,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+    Transcoder,
+)
+from eventsourcing.popo import POPOFactory
+from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
+from keyledger.adapters.sqlite_views import SQLiteViews
 from keyledger.adapters.transcoding import OrjsonTranscoder, PydanticMapper
 from keyledger.domain import Keyring, KeyringSnapshot
+from keyledger.projections.memory import MemoryViews
+from keyledger.projections.ports import ViewStore
 
 SNAPSHOT_INTERVAL = 100
 logger = logging.getLogger("keyledger")
+
+
+T = TypeVar("T")
+CREATE_ATTEMPTS = 5
+
+
+def creating_tables(create: Callable[[], T]) -> T:
+    """Run ``create``, which creates tables if they are missing, again if it loses a race
+    with another process creating the same tables (its second try finds them made)."""
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            return create()
+        # sqlite3's own error escapes eventsourcing while a new connection switches the
+        # file to WAL mode, which another process may be doing at the same moment.
+        except (IntegrityError, ProgrammingError, OperationalError, sqlite3.OperationalError):
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class KeyringApplication(Application[UUID]):
@@ -41,6 +75,29 @@ class KeyringApplication(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PydanticMapper)
+
+    def construct_views(self) -> ViewStore:
+        """The durable views, in the same database as the events."""
+        return creating_tables(self._construct_views)
+
+    def _construct_views(self) -> ViewStore:
+        if isinstance(self.factory, SQLiteFactory):
+            return cast(SQLiteViews, self.factory.tracking_recorder(SQLiteViews))
+        if self.factory.__class__.__module__ == "eventsourcing.postgres":
+            from keyledger.adapters.postgres_views import PostgresViews
+
+            return cast(ViewStore, self.factory.tracking_recorder(PostgresViews))
+        return MemoryViews()
+
+    @property
+    def can_subscribe(self) -> bool:
+        """Whether the recorder pushes new events (PostgreSQL) rather than being polled."""
+        return self.factory.__class__.__module__ == "eventsourcing.postgres"
+
+    @property
+    def is_shared(self) -> bool:
+        """Whether other processes may write to the same store (not ``memory://``)."""
+        return not isinstance(self.factory, POPOFactory)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         # A snapshot only speeds up loading; failing to write one must not turn a

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -29,7 +31,7 @@ from pydantic import SecretStr
 
 from keyledger.adapters.stores import parse_url, resolve_url
 from keyledger.adapters.transcoding import PydanticMapper
-from keyledger.application import KeyringApplication
+from keyledger.application import KeyringApplication, creating_tables
 from keyledger.domain import (
     DEFAULT_ACCOUNT,
     Actor,
@@ -50,11 +52,15 @@ from keyledger.domain.inputs import (
     check_label,
     check_notes,
 )
+from keyledger.export import Checkpoint, Format, Scope, write_export
+from keyledger.history import keys_at, replay
 from keyledger.integrity import check_integrity
-from keyledger.projections.audit import DEFAULT_LIMIT, AuditEntry, AuditQuery
+from keyledger.projections.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyView
+from keyledger.report import DEFAULT_STALE_AFTER, DEFAULT_UNUSED_AFTER, ComplianceReport, build_report
 from keyledger.results import IntegrityReport, IssuedKey, Principal
-from keyledger.views import LedgerViews
+from keyledger.usage import UsageRecorder
+from keyledger.views import Follower
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -83,6 +89,8 @@ class Ledger:
         key_prefix: str = keyformat.DEFAULT_PREFIX,
         clock: Clock = system_clock,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        strict: bool = False,
+        follow: bool = True,
     ) -> None:
         if (
             not isinstance(grace_period, timedelta)
@@ -98,13 +106,19 @@ class Ledger:
         self.key_prefix = keyformat.check_prefix(key_prefix)
         self._clock = clock
         self._max_attempts = max_attempts
+        self.strict = strict
+        """Whether :meth:`verify` checks the log head before every answer."""
         mapper = app.mapper
         assert isinstance(mapper, PydanticMapper)
-        self._views = LedgerViews(mapper)
+        self._mapper = mapper
         self._closed = False
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
-        self._guard(lambda: self._views.catch_up(self._app.recorder))
+        self._store = self._guard(app.construct_views)
+        self._follower = self._guard(lambda: Follower(app.recorder, mapper, self._store))
+        self._usage = UsageRecorder(self._store)
+        if follow and app.is_shared:
+            self._follower.follow(subscribe=app.can_subscribe)
 
     @classmethod
     def open(
@@ -115,18 +129,25 @@ class Ledger:
         key_prefix: str = keyformat.DEFAULT_PREFIX,
         clock: Clock = system_clock,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        strict: bool = False,
+        follow: bool = True,
     ) -> Ledger:
         """Open the ledger stored at ``url`` (else ``KEYLEDGER_URL``, else ``./keyledger.db``).
 
         ``grace_period`` is how long a secret retired with grace keeps working (1 minute
         to 7 days); ``key_prefix`` starts every key this ledger issues; ``clock`` returns
-        the current time (timezone-aware), for tests and demos.
+        the current time (timezone-aware), for tests and demos. With ``strict``, every
+        verification first checks the log head (read-your-writes across processes).
+        ``follow`` starts the thread that applies other processes' events (SQLite and
+        PostgreSQL only); without it, the views catch up at the next command.
         """
         settings = parse_url(resolve_url(url))
         keyformat.check_prefix(key_prefix)
         try:
-            app = KeyringApplication(env=settings.env)
+            app = creating_tables(lambda: KeyringApplication(env=settings.env))
         except PersistenceError as error:
+            raise StoreUnavailable(f"cannot open {settings.describe()}: {type(error).__name__}") from None
+        except sqlite3.Error as error:
             raise StoreUnavailable(f"cannot open {settings.describe()}: {type(error).__name__}") from None
         except OSError as error:
             raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
@@ -223,9 +244,8 @@ class Ledger:
         """Record ``GraceExpired`` for every grace deadline that has passed; returns how
         many. Validity never waits for this: a secret in grace stops working at its
         deadline whether or not the event is recorded."""
-        self._guard(lambda: self._views.catch_up(self._app.recorder))
-        with self._views.lock:
-            due = self._views.catalogue.accounts_with_grace_due(self._now())
+        self._sync()
+        due = self._guard(lambda: self._store.accounts_with_grace_due(self._now()))
         return sum(self._command(account, lambda keyring, now: keyring.expire_grace(now)) for account in due)
 
     def start_sweeper(self, interval: float = 60.0) -> None:
@@ -249,35 +269,69 @@ class Ledger:
 
     # Queries
 
-    def verify(self, credential: object) -> Principal | None:
-        """The principal of a working key, or ``None`` for anything else.
+    def verify(
+        self, credential: object, *, at: datetime | None = None, strict: bool | None = None
+    ) -> Principal | None:
+        """The principal of a key that works now (or at the instant ``at``), else ``None``.
 
         Takes a raw key or an ``Authorization`` value (``Basic``, with the key as user
         name and an empty password, or ``Bearer``). Never raises on malformed input.
+        With ``strict`` (default: the ledger's), the log head is checked first; if the
+        store cannot be reached, the answer is ``None`` (fail closed).
         """
         key = keyformat.extract_key(credential, self.key_prefix)
         if key is None:
             return None
-        entry = self._views.index.lookup(keyformat.digest(key))
+        digest = keyformat.digest(key)
+        if at is not None:
+            return self._verify_at(digest, _aware("at", at))
+        if self.strict if strict is None else strict:
+            try:
+                if self._follower.head() > self._follower.position:
+                    self._follower.catch_up()
+            except (PersistenceError, KeyLedgerError) as error:
+                logger.warning("strict verification refused: store unreachable (%s)", type(error).__name__)
+                return None
+        entry = self._follower.index.lookup(digest)
         if entry is None:
             return None
-        if entry.valid_until is not None and self._now() >= entry.valid_until:
+        now = self._now()
+        if entry.valid_until is not None and now >= entry.valid_until:
             return None
-        name = self._views.catalogue.name(entry.account, entry.key_id)
-        return Principal(entry.account, entry.key_id, name, entry.valid_until)
+        self._usage.note(entry.account, entry.key_id, now)
+        return Principal(entry.account, entry.key_id, entry.name, entry.valid_until)
 
-    def keys(self, account: str = DEFAULT_ACCOUNT) -> list[KeyView]:
-        """The account's keys in creation order: labels, creator, status, hint and the
-        secrets in grace now. Never a secret."""
+    def _verify_at(self, digest: bytes, at: datetime) -> Principal | None:
+        owner = self._guard(lambda: self._store.secret_owner(digest))
+        if owner is None:
+            return None
+        views = self._guard(lambda: replay(self._app.recorder, self._mapper, owner[0], at))
+        entry = views.index.lookup(digest)
+        if entry is None or (entry.valid_until is not None and at >= entry.valid_until):
+            return None
+        return Principal(entry.account, entry.key_id, entry.name, entry.valid_until)
+
+    def keys(self, account: str = DEFAULT_ACCOUNT, *, at: datetime | None = None) -> list[KeyView]:
+        """The account's keys in creation order: labels, creator, status, hint, the
+        secrets in grace and when last used; as they were at ``at``, if given. Never a
+        secret."""
         account = check_identifier("account", account)
-        with self._views.lock:
-            return self._views.catalogue.keys(account, self._now())
+        now = self._now()
+        current = self._guard(lambda: self._store.keys(account, now))
+        if at is None:
+            return current
+        at = _aware("at", at)
+        views = self._guard(lambda: replay(self._app.recorder, self._mapper, account, at))
+        return keys_at(views, account, at, {k.key_id: k.created_position for k in current})
+
+    def valid_keys(self, account: str = DEFAULT_ACCOUNT, *, at: datetime | None = None) -> list[KeyView]:
+        """The account's keys that had a working secret now (or at ``at``)."""
+        return [view for view in self.keys(account, at=at) if view.status == "active"]
 
     def key(self, account: str, key_id: str) -> KeyView | None:
         """One key of the account, or ``None``."""
         account = check_identifier("account", account)
-        with self._views.lock:
-            return self._views.catalogue.get(account, key_id, self._now())
+        return self._guard(lambda: self._store.key(account, key_id, self._now()))
 
     def audit(
         self,
@@ -292,7 +346,8 @@ class Ledger:
     ) -> list[AuditEntry]:
         """Audit entries, oldest first: by account, key (including the user removal
         that ended it), actor, action (a name or names), and ``occurred_at`` in
-        ``[since, until)``; at most ``limit`` (up to 10,000) after position ``after``."""
+        ``[since, until)``; at most ``limit`` (1 to 10,000) after position ``after``.
+        Page by passing the last entry's position as ``after``."""
         query = AuditQuery.build(
             account=account,
             key_id=key_id,
@@ -303,17 +358,62 @@ class Ledger:
             limit=limit,
             after=after,
         )
-        with self._views.lock:
-            return self._views.audit.query(query)
+        return self._guard(lambda: self._store.audit(query))
+
+    def history(self, account: str, key_id: str) -> list[AuditEntry]:
+        """Every audit entry that touched the key, the user removal that ended it included."""
+        return list(self._pages(AuditQuery.build(account=account, key_id=key_id, limit=MAX_LIMIT)))
+
+    def _pages(self, query: AuditQuery) -> Iterator[AuditEntry]:
+        while page := self._guard(partial(self._store.audit, query)):
+            yield from page
+            query = query.model_copy(update={"after": page[-1].position})
+
+    def export_audit(self, path: str | Path, format: Format = "jsonl", **filters: Any) -> Checkpoint:
+        """Stream the audit entries matching ``filters`` (those of :meth:`audit`, without
+        ``limit``) to ``path`` as JSON Lines or CSV; returns the export's checkpoint, to
+        keep apart from the file for :func:`keyledger.verify_export`."""
+        if "limit" in filters or "after" in filters:
+            raise InvalidInput("filters", "an export takes every matching entry: no limit or after")
+        query = AuditQuery.build(limit=MAX_LIMIT, **filters)
+        chosen = {name for name, value in filters.items() if value is not None}
+        scope: Scope = "full" if not chosen else ("account" if chosen == {"account"} else "filtered")
+        shown = query.model_dump(mode="json", exclude={"limit", "after"}, exclude_none=True)
+        return write_export(self._pages(query), path, format, scope, shown)
+
+    def rebuild_projections(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild every view from zero, calling ``progress(done, total)`` as it goes
+        (positions); returns the last position applied. The last-used side table stays."""
+        return self._guard(lambda: self._follower.rebuild(progress))
+
+    def report(
+        self,
+        account: str = DEFAULT_ACCOUNT,
+        now: datetime | None = None,
+        *,
+        stale_after: timedelta = DEFAULT_STALE_AFTER,
+        unused_after: timedelta = DEFAULT_UNUSED_AFTER,
+    ) -> ComplianceReport:
+        """The account's compliance report: stale and unused keys, secrets in grace, keys
+        per creator, and working keys of revoked creators (always 0)."""
+        moment = self._now() if now is None else _aware("now", now)
+        account = check_identifier("account", account)
+        keyring = self._guard(lambda: self._load(account, moment))
+        keys = self._guard(lambda: self._store.keys(account, moment))
+        return build_report(account, keys, keyring.revoked_users, moment, stale_after, unused_after)
 
     def check_integrity(self) -> IntegrityReport:
         """Check every stored event against its account's hash chain."""
-        return self._guard(lambda: check_integrity(self._app.recorder, self._views.mapper))
+        return self._guard(lambda: check_integrity(self._app.recorder, self._mapper))
+
+    def sync(self) -> None:
+        """Apply every event recorded so far (by any process) to this process's views."""
+        self._sync()
 
     @property
     def position(self) -> int:
         """The position (global notification id) this process's views have reached."""
-        return self._views.position
+        return self._follower.position
 
     # Lifecycle
 
@@ -324,6 +424,9 @@ class Ledger:
             self._stopping.set()
             if self._sweeper is not None and self._sweeper is not threading.current_thread():
                 self._sweeper.join()
+            self._follower.stop()
+            self._usage.stop()
+            self._store.close()
             self._app.close()
 
     def __enter__(self) -> Self:
@@ -390,12 +493,16 @@ class Ledger:
         )
 
     def _follow(self, recordings: list[Recording[UUID]]) -> None:
-        views = self._views
-        with views.lock:
-            if recordings and recordings[0].notification.id == views.position + 1:
-                views.apply(r.notification for r in recordings)
-            else:
-                self._guard(lambda: views.catch_up(self._app.recorder))
+        self._guard(lambda: self._follower.catch_up([r.notification for r in recordings]))
+
+    def _sync(self) -> None:
+        self._guard(self._follower.catch_up)
+
+
+def _aware(field: str, moment: object) -> datetime:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise InvalidInput(field, "must be a timezone-aware datetime")
+    return moment.astimezone(UTC)
 
 
 def _described(secret: str) -> NewSecret:

@@ -1,62 +1,156 @@
-"""The views this process keeps, and how they follow the notification log.
+"""How a Ledger keeps its views current: the durable views next to the events, and this
+process's verification index in memory.
 
-The valid-key index, the key catalogue and the audit trail are built from the global
-event order when a Ledger opens and follow every event after that, in order: each
-event is applied exactly once, at its position, under one lock.
+Both follow the notification log in order, each event applied exactly once at its
+position. After a command, the writing process applies its own events before the command
+returns. Other processes follow with a background thread: on PostgreSQL it wakes on
+LISTEN/NOTIFY (and polls every second as a fallback); on SQLite, whose recorder cannot
+subscribe, it polls the maximum notification id every :data:`POLL_INTERVAL` seconds.
+Whoever applies events to the durable views first wins; the others see the position has
+moved and only update their own index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from threading import RLock
+import logging
+import threading
+from collections.abc import Callable, Sequence
 
-from eventsourcing.persistence import ApplicationRecorder, Notification
-from eventsourcing.utils import resolve_topic
+from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError
 
-from keyledger.adapters.transcoding import PydanticMapper, upcast
-from keyledger.projections.audit import AuditTrail
-from keyledger.projections.catalogue import KeyCatalogue
-from keyledger.projections.facts import Fact, action_of
+from keyledger.adapters.transcoding import PydanticMapper
+from keyledger.projections.facts import Fact
+from keyledger.projections.ports import ViewStore
+from keyledger.projections.project import project
 from keyledger.projections.valid_keys import ValidKeyIndex
 
 PAGE_SIZE = 1000
+REBUILD_PAGE_SIZE = 10_000
+POLL_INTERVAL = 0.02
+"""Seconds between checks of the log head by a follower on SQLite."""
+NOTIFY_FALLBACK_INTERVAL = 1.0
+logger = logging.getLogger("keyledger")
 
 
-class LedgerViews:
-    """The views of one process and the position they have reached."""
+class Follower:
+    """Keeps the durable views and this process's verification index at the log head."""
 
-    def __init__(self, mapper: PydanticMapper) -> None:
+    def __init__(self, recorder: ApplicationRecorder, mapper: PydanticMapper, store: ViewStore) -> None:
+        self.recorder = recorder
         self.mapper = mapper
-        self.index = ValidKeyIndex()
-        self.catalogue = KeyCatalogue()
-        self.audit = AuditTrail()
-        self.position = 0
-        self.lock = RLock()
+        self.store = store
+        self.lock = threading.RLock()
+        self.position = store.position()
+        self.index = ValidKeyIndex(store.valid_entries())
+        self._changed = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.catch_up()
 
-    def fact(self, notification: Notification) -> Fact:
-        """Decode one notification into what the views read."""
-        state = self.mapper.decode_state(notification)
-        if "class_version" in state:
-            upcast(resolve_topic(notification.topic), state)
-        return Fact(notification.id, notification.originator_version, action_of(notification.topic), state)
+    def _facts(self, notifications: Sequence[Notification], after: int) -> list[Fact]:
+        facts = []
+        for notification in notifications:
+            facts.append(self.mapper.to_fact(notification, notification.id, after))
+            after = notification.id
+        return facts
 
-    def apply(self, notifications: Iterable[Notification]) -> None:
-        """Apply notifications that follow the current position, in order."""
+    def _read(self, after: int, limit: int = PAGE_SIZE) -> list[Fact]:
+        return self._facts(self.recorder.select_notifications(start=after + 1, limit=limit), after)
+
+    def head(self) -> int:
+        """The newest position in the store."""
+        return self.recorder.max_notification_id() or 0
+
+    def catch_up(self, notifications: Sequence[Notification] = ()) -> None:
+        """Apply everything recorded after this process's position: ``notifications``
+        when they follow on directly (a command's own), else what the store holds."""
         with self.lock:
-            for notification in notifications:
-                if notification.id <= self.position:
-                    continue
-                fact = self.fact(notification)
-                self.index.apply(fact)
-                self.catalogue.apply(fact)
-                self.audit.apply(fact)
-                self.position = notification.id
+            if notifications and notifications[0].id == self.position + 1:
+                self._advance(self._facts(notifications, self.position))
+            while facts := self._read(self.position):
+                self._advance(facts)
 
-    def catch_up(self, recorder: ApplicationRecorder) -> None:
-        """Apply every event recorded after the current position."""
+    def _advance(self, facts: list[Fact]) -> None:
+        if not self.store.write(facts, project, after=self.position):
+            self._settle_store(facts[-1].position)
+        for fact in facts:
+            self.index.apply(fact)
+        self.position = facts[-1].position
+
+    def _settle_store(self, target: int, page: int = PAGE_SIZE) -> None:
+        """Bring the durable views to ``target`` at least, from wherever they are."""
+        while (position := self.store.position()) < target:
+            facts = self._read(position, page)
+            if not facts:
+                return
+            self.store.write(facts, project, after=position)
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Empty the durable views and replay every event into them; returns the count."""
         with self.lock:
-            while True:
-                page = recorder.select_notifications(start=self.position + 1, limit=PAGE_SIZE)
-                if not page:
-                    return
-                self.apply(page)
+            total = self.head()
+            self.store.reset()
+            done = 0
+            if progress:
+                progress(0, total)
+            while (position := self.store.position()) < total:
+                facts = self._read(position, REBUILD_PAGE_SIZE)
+                if not facts:
+                    break
+                self.store.write(facts, project, after=position)
+                done = facts[-1].position
+                if progress:
+                    progress(done, total)
+            self.index = ValidKeyIndex(self.store.valid_entries())
+            self.position = self.store.position()
+            self.catch_up()
+            return done
+
+    # Following other processes.
+
+    def follow(self, subscribe: bool) -> None:
+        """Start following other processes' events in a daemon thread."""
+        if subscribe:
+            listener = threading.Thread(target=self._listen, name="keyledger-listen", daemon=True)
+            self._threads.append(listener)
+            listener.start()
+        interval = NOTIFY_FALLBACK_INTERVAL if subscribe else POLL_INTERVAL
+        poller = threading.Thread(target=self._poll, args=(interval,), name="keyledger-follow", daemon=True)
+        self._threads.append(poller)
+        poller.start()
+
+    def _poll(self, interval: float) -> None:
+        while not self._stopping.is_set():
+            self._changed.wait(interval)
+            self._changed.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                if self.head() > self.position:
+                    self.catch_up()
+            except PersistenceError as error:
+                logger.warning("following the ledger failed: %s", type(error).__name__)
+
+    def _listen(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self.recorder.subscribe(gt=self.position) as subscription:
+                    self._subscription = subscription
+                    for _ in subscription:
+                        self._changed.set()
+                        if self._stopping.is_set():
+                            return
+            except Exception as error:
+                logger.warning("listening for new events failed: %s", type(error).__name__)
+                self._stopping.wait(NOTIFY_FALLBACK_INTERVAL)
+
+    def stop(self) -> None:
+        """Stop following (idempotent)."""
+        self._stopping.set()
+        self._changed.set()
+        subscription = getattr(self, "_subscription", None)
+        if subscription is not None:
+            subscription.stop()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)

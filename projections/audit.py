@@ -36,6 +36,8 @@ class AuditEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
     position: int
     account: str
+    version: int
+    """The event's version in its account's stream (1, 2, ...)."""
     action: str
     actor: str | None
     """Who ran the command; ``None`` for ``GraceExpired`` (recorded by the ledger)."""
@@ -44,7 +46,12 @@ class AuditEntry(BaseModel):
     occurred_at: AwareDatetime
     recorded_at: AwareDatetime
     details: dict[str, Any]
+    previous_position: int
+    """The position of the event before this one in the whole ledger (0 for the first)."""
     chain: str
+    """SHA-256 over ``previous_chain`` and this event's content (see ``keyledger.domain.chain``)."""
+    previous_chain: str
+    """The chain of the account's previous event (64 zeros before its first)."""
 
 
 class AuditQuery(BaseModel):
@@ -112,12 +119,13 @@ class AuditQuery(BaseModel):
         return self.key_id in entry.details.get("removed_key_ids", ())
 
 
-def entry_from(fact: Fact, key_name: str | None) -> AuditEntry:
+def entry_from(fact: Fact, key_name: str | None, previous_chain: str) -> AuditEntry:
     """The audit entry of one recorded event."""
     data = fact.data
     return AuditEntry(
         position=fact.position,
         account=fact.account,
+        version=fact.version,
         action=fact.action,
         actor=data.get("actor"),
         key_id=data.get("key_id"),
@@ -125,34 +133,7 @@ def entry_from(fact: Fact, key_name: str | None) -> AuditEntry:
         occurred_at=fact.occurred_at,
         recorded_at=fact.recorded_at,
         details={name: value for name, value in data.items() if name not in PROMOTED_FIELDS},
+        previous_position=fact.previous,
         chain=data["chain"],
+        previous_chain=previous_chain,
     )
-
-
-class AuditTrail:
-    """Every recorded event as an :class:`AuditEntry`, in position order."""
-
-    def __init__(self) -> None:
-        self._entries: list[AuditEntry] = []
-        self._names: dict[tuple[str, str], str] = {}
-
-    def apply(self, fact: Fact) -> None:
-        """Follow one recorded event."""
-        data = fact.data
-        key_id: str | None = data.get("key_id")
-        name = None
-        if key_id is not None:
-            if fact.action == "KeyCreated":
-                self._names[(fact.account, key_id)] = data["name"]
-            name = self._names.get((fact.account, key_id))
-        self._entries.append(entry_from(fact, name))
-
-    def query(self, query: AuditQuery) -> list[AuditEntry]:
-        """The entries that match, oldest first, at most ``query.limit`` of them."""
-        found: list[AuditEntry] = []
-        for entry in self._entries:
-            if query.matches(entry):
-                found.append(entry)
-                if len(found) == query.limit:
-                    break
-        return found

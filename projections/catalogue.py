@@ -1,8 +1,9 @@
-"""The key catalogue: per account, every key with its labels, creator, status, hint
-and the secrets it has in grace, in creation order."""
+"""The key catalogue: per account, every key with its labels, creator, status, hint,
+the secrets it has in grace and when it was last used, in creation order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -41,10 +42,14 @@ class KeyView(BaseModel):
     revoked_reason: str | None
     grace: tuple[GraceSecret, ...]
     """Retired secrets still within their grace deadline."""
+    last_used_at: AwareDatetime | None = None
+    """When any secret of the key last verified (recorded at most once a minute)."""
 
 
 @dataclass
-class _Key:
+class KeyRow:
+    """A key as the catalogue stores it (one row per key)."""
+
     account: str
     key_id: str
     name: str
@@ -58,9 +63,15 @@ class _Key:
     revoked_at: datetime | None = None
     revoked_reason: str | None = None
     grace: dict[str, tuple[str, datetime]] = field(default_factory=dict)
-    """digest -> (hint, grace_until) of each retired secret in grace."""
+    """digest -> (hint, grace_until) of each retired secret whose GraceExpired is not recorded."""
 
-    def view(self, now: datetime) -> KeyView:
+    @property
+    def next_grace_until(self) -> datetime | None:
+        """The earliest deadline among the secrets in grace."""
+        return min((until for _, until in self.grace.values()), default=None)
+
+    def view(self, now: datetime, last_used_at: datetime | None = None) -> KeyView:
+        """The key as listed at ``now`` (secrets whose deadline passed are not shown)."""
         return KeyView(
             account=self.account,
             key_id=self.key_id,
@@ -80,50 +91,25 @@ class _Key:
                 for hint, until in sorted(self.grace.values(), key=lambda g: g[1])
                 if now < until
             ),
+            last_used_at=last_used_at,
         )
 
     def end(self, at: datetime, reason: str | None) -> None:
+        """Revoked: no secret left."""
         self.revoked_at, self.revoked_reason, self.hint = at, reason, None
         self.grace.clear()
 
 
-class KeyCatalogue:
-    """Every key of every account, as the ledger lists them."""
+KeyRowLookup = Callable[[str, str], "KeyRow"]
+"""Finds the row of an existing key (``KeyError`` if there is none)."""
 
-    def __init__(self) -> None:
-        self._accounts: dict[str, dict[str, _Key]] = {}
 
-    def keys(self, account: str, now: datetime) -> list[KeyView]:
-        """The account's keys in creation order; grace secrets as of ``now``."""
-        return [key.view(now) for key in self._accounts.get(account, {}).values()]
-
-    def get(self, account: str, key_id: str, now: datetime) -> KeyView | None:
-        """One key of the account, if it exists."""
-        key = self._accounts.get(account, {}).get(key_id)
-        return None if key is None else key.view(now)
-
-    def name(self, account: str, key_id: str) -> str:
-        """The key's name (empty if unknown)."""
-        key = self._accounts.get(account, {}).get(key_id)
-        return "" if key is None else key.name
-
-    def accounts_with_grace_due(self, now: datetime) -> list[str]:
-        """Accounts holding a secret whose grace deadline is at or before ``now``."""
+def catalogue_changes(fact: Fact, row_of: KeyRowLookup) -> list[KeyRow]:
+    """The rows one event creates or changes (changed in place when looked up)."""
+    data, action = fact.data, fact.action
+    if action == "KeyCreated":
         return [
-            account
-            for account, keys in self._accounts.items()
-            if any(until <= now for key in keys.values() for _, until in key.grace.values())
-        ]
-
-    def apply(self, fact: Fact) -> None:
-        """Follow one recorded event."""
-        data, action = fact.data, fact.action
-        if action in ("UserAccessRevoked", "UserAccessRestored"):
-            for key_id in data.get("removed_key_ids", ()):
-                self._accounts[fact.account][key_id].end(fact.recorded_at, USER_REMOVED_REASON)
-            return
-        if action == "KeyCreated":
-            self._accounts.setdefault(fact.account, {})[data["key_id"]] = _Key(
+            KeyRow(
                 account=fact.account,
                 key_id=data["key_id"],
                 name=data["name"],
@@ -134,19 +120,27 @@ class KeyCatalogue:
                 created_position=fact.position,
                 hint=data["hint"],
             )
-            return
-        key = self._accounts[fact.account][data["key_id"]]
-        if action == "KeyRegenerated":
-            if data["mode"] == "grace":
-                until = parse_time(data["grace_until"])
-                assert until is not None
-                assert key.hint is not None
-                key.grace[data["retired_digest"]] = (key.hint, until)
-            else:
-                key.grace.clear()
-            key.hint = data["hint"]
-            key.regenerated_at = fact.recorded_at
-        elif action == "GraceExpired":
-            key.grace.pop(data["retired_digest"], None)
-        elif action == "KeyRevoked":
-            key.end(fact.recorded_at, data["reason"])
+        ]
+    if action == "UserAccessRevoked":
+        rows = [row_of(fact.account, key_id) for key_id in data["removed_key_ids"]]
+        for row in rows:
+            row.end(fact.recorded_at, USER_REMOVED_REASON)
+        return rows
+    if action == "UserAccessRestored":
+        return []
+    row = row_of(fact.account, data["key_id"])
+    if action == "KeyRegenerated":
+        if data["mode"] == "grace":
+            until = parse_time(data["grace_until"])
+            assert until is not None
+            assert row.hint is not None
+            row.grace[data["retired_digest"]] = (row.hint, until)
+        else:
+            row.grace.clear()
+        row.hint = data["hint"]
+        row.regenerated_at = fact.recorded_at
+    elif action == "GraceExpired":
+        row.grace.pop(data["retired_digest"], None)
+    elif action == "KeyRevoked":
+        row.end(fact.recorded_at, data["reason"])
+    return [row]

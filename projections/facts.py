@@ -24,6 +24,9 @@ class Fact:
     """The event's name: ``KeyCreated``, ``KeyRegenerated``, ..."""
     data: dict[str, Any]
     """The stored fields, JSON types (timestamps as ISO 8601 text)."""
+    previous: int
+    """The position of the event before this one in the store (0 for the first).
+    Positions may have gaps, so this is what shows that none is missing."""
 
     @property
     def account(self) -> str:

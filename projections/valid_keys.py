@@ -1,4 +1,4 @@
-"""The valid-key index: secret digest -> (account, key id, valid until).
+"""The valid-key index: secret digest -> (account, key id, name, valid until).
 
 This is what verification reads, once per request: a dict keyed by the 32-byte
 SHA-256 digest, so lookup time does not depend on how much of a secret matched.
@@ -10,6 +10,7 @@ recorded yet.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -21,14 +22,44 @@ class IndexEntry(NamedTuple):
 
     account: str
     key_id: str
+    name: str
     valid_until: datetime | None
+
+
+Changes = tuple[list[bytes], list[tuple[bytes, IndexEntry]]]
+
+
+def index_changes(fact: Fact, entry_of: Callable[[bytes], IndexEntry | None]) -> Changes:
+    """The digests one event ends and the entries it adds, in that order.
+
+    ``entry_of`` looks up a digest's current entry (a regenerated key keeps its name).
+    """
+    data = fact.data
+    drops = [bytes.fromhex(digest) for digest in data.get("ended_digests", ())]
+    puts: list[tuple[bytes, IndexEntry]] = []
+    action = fact.action
+    if action == "KeyCreated":
+        entry = IndexEntry(fact.account, sys.intern(data["key_id"]), data["name"], None)
+        puts.append((bytes.fromhex(data["digest"]), entry))
+    elif action == "KeyRegenerated":
+        retired = bytes.fromhex(data["retired_digest"])
+        old = entry_of(retired)
+        account, key_id, name = fact.account, sys.intern(data["key_id"]), old.name if old else ""
+        if data["mode"] == "grace":
+            puts.append((retired, IndexEntry(account, key_id, name, parse_time(data["grace_until"]))))
+        else:
+            drops.append(retired)
+        puts.append((bytes.fromhex(data["digest"]), IndexEntry(account, key_id, name, None)))
+    elif action == "GraceExpired":
+        drops.append(bytes.fromhex(data["retired_digest"]))
+    return drops, puts
 
 
 class ValidKeyIndex:
     """Digests of every secret that works now or until a grace deadline."""
 
-    def __init__(self) -> None:
-        self._entries: dict[bytes, IndexEntry] = {}
+    def __init__(self, entries: Iterable[tuple[bytes, IndexEntry]] = ()) -> None:
+        self._entries: dict[bytes, IndexEntry] = dict(entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -39,26 +70,16 @@ class ValidKeyIndex:
 
     def apply(self, fact: Fact) -> None:
         """Follow one recorded event."""
-        data = fact.data
-        action = fact.action
+        drops, puts = index_changes(fact, self._entries.get)
+        self.change(drops, puts)
+
+    def change(self, drops: Iterable[bytes], puts: Iterable[tuple[bytes, IndexEntry]]) -> None:
+        """Remove ``drops``, then add ``puts``."""
         entries = self._entries
-        for ended in data.get("ended_digests", ()):
-            entries.pop(bytes.fromhex(ended), None)
-        if action == "KeyCreated":
-            entries[bytes.fromhex(data["digest"])] = IndexEntry(
-                fact.account, sys.intern(data["key_id"]), None
-            )
-        elif action == "KeyRegenerated":
-            account, key_id = fact.account, sys.intern(data["key_id"])
-            retired = bytes.fromhex(data["retired_digest"])
-            if data["mode"] == "grace":
-                entries[retired] = IndexEntry(account, key_id, parse_time(data["grace_until"]))
-            else:
-                entries.pop(retired, None)
-            entries[bytes.fromhex(data["digest"])] = IndexEntry(account, key_id, None)
-        elif action == "GraceExpired":
-            entries.pop(bytes.fromhex(data["retired_digest"]), None)
+        for digest in drops:
+            entries.pop(digest, None)
+        entries.update(puts)
 
     def entries(self) -> list[tuple[bytes, IndexEntry]]:
-        """Every (digest, entry) pair, for comparing views."""
+        """Every (digest, entry) pair, sorted by digest, for comparing views."""
         return sorted(self._entries.items())

@@ -1,0 +1,382 @@
+"""The durable views in SQL, shared by SQLite and PostgreSQL.
+
+Five tables next to the events: the valid-key table, every digest ever issued, the key
+catalogue, the audit trail (with a key -> position table, so a key's history includes
+the user removal that ended it) and the last-used side table. Writes go in batches:
+one transaction applies a run of events, buffering what they read and write, then
+flushes with ``executemany`` and records the batch's last position in the tracking
+table, all or nothing. Writers in several processes take a lock first (``BEGIN
+IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL) and skip events another process
+has already applied.
+
+Times are stored as fixed-width ISO 8601 text in UTC (microseconds always present), so
+they sort as text exactly as they sort as times.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import Tracking
+
+from keyledger.domain.chain import GENESIS
+from keyledger.projections.audit import AuditEntry, AuditQuery
+from keyledger.projections.catalogue import KeyRow, KeyView
+from keyledger.projections.facts import Fact
+from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
+from keyledger.projections.valid_keys import IndexEntry
+
+KEY_COLUMNS = (
+    "account, key_id, name, purpose, application, created_by, created_at, created_position, hint, "
+    "regenerated_at, revoked_at, revoked_reason, grace, next_grace_until"
+)
+AUDIT_COLUMNS = (
+    "position, account, version, action, actor, key_id, key_name, occurred_at, recorded_at, details, "
+    "previous_position, chain, previous_chain"
+)
+
+
+def stamp(moment: datetime | None) -> str | None:
+    """A time as fixed-width ISO 8601 text in UTC."""
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def unstamp(text: str | None) -> datetime | None:
+    """A stored time back as a datetime."""
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _required(text: str) -> datetime:
+    moment = unstamp(text)
+    assert moment is not None
+    return moment
+
+
+def row_params(row: KeyRow) -> tuple[Any, ...]:
+    grace = [[digest, hint, stamp(until)] for digest, (hint, until) in row.grace.items()]
+    return (
+        row.account, row.key_id, row.name, row.purpose, row.application, row.created_by,
+        stamp(row.created_at), row.created_position, row.hint, stamp(row.regenerated_at),
+        stamp(row.revoked_at), row.revoked_reason, orjson.dumps(grace).decode(),
+        stamp(row.next_grace_until),
+    )  # fmt: skip
+
+
+def row_from(record: Any) -> KeyRow:
+    grace = {digest: (hint, _required(until)) for digest, hint, until in orjson.loads(record["grace"])}
+    return KeyRow(
+        account=record["account"], key_id=record["key_id"], name=record["name"],
+        purpose=record["purpose"], application=record["application"], created_by=record["created_by"],
+        created_at=_required(record["created_at"]), created_position=record["created_position"],
+        hint=record["hint"], regenerated_at=unstamp(record["regenerated_at"]),
+        revoked_at=unstamp(record["revoked_at"]), revoked_reason=record["revoked_reason"], grace=grace,
+    )  # fmt: skip
+
+
+def entry_from_record(record: Any) -> AuditEntry:
+    return AuditEntry(
+        position=record["position"], account=record["account"], version=record["version"],
+        action=record["action"], actor=record["actor"], key_id=record["key_id"],
+        key_name=record["key_name"], occurred_at=_required(record["occurred_at"]),
+        recorded_at=_required(record["recorded_at"]), details=orjson.loads(record["details"]),
+        previous_position=record["previous_position"], chain=record["chain"],
+        previous_chain=record["previous_chain"],
+    )  # fmt: skip
+
+
+class _Batch(ViewWriter):
+    """The writes of one run of events, buffered and flushed at the end."""
+
+    def __init__(self, views: SQLViews, cursor: Any, *, fresh: bool) -> None:
+        self.views, self.cursor, self.fresh = views, cursor, fresh
+        self.entries: dict[bytes, IndexEntry | None] = {}
+        self.secrets: dict[bytes, tuple[str, str]] = {}
+        self.rows: dict[tuple[str, str], KeyRow] = {}
+        self.heads: dict[str, str] = {}
+        self.audit: list[AuditEntry] = []
+        self.audit_keys: list[tuple[str, int]] = []
+
+    def _one(self, statement: str, params: Sequence[Any]) -> Any:
+        if self.fresh:
+            return None
+        self.cursor.execute(self.views.sql(statement), params)
+        return self.cursor.fetchone()
+
+    def entry(self, digest: bytes) -> IndexEntry | None:
+        if digest in self.entries:
+            return self.entries[digest]
+        record = self._one(
+            "SELECT account, key_id, name, valid_until FROM {valid} WHERE digest = ?", [digest]
+        )
+        if record is None:
+            return None
+        return IndexEntry(record["account"], record["key_id"], record["name"], unstamp(record["valid_until"]))
+
+    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, IndexEntry]]) -> None:
+        for digest in drops:
+            self.entries[digest] = None
+        self.entries.update(puts)
+
+    def remember_secret(self, digest: bytes, account: str, key_id: str) -> None:
+        self.secrets[digest] = (account, key_id)
+
+    def row(self, account: str, key_id: str) -> KeyRow:
+        found = self.rows.get((account, key_id))
+        if found is None:
+            record = self._one(
+                f"SELECT {KEY_COLUMNS} FROM {{keys}} WHERE account = ? AND key_id = ?", [account, key_id]
+            )
+            if record is None:
+                raise KeyError((account, key_id))
+            found = self.rows[(account, key_id)] = row_from(record)
+        return found
+
+    def put_rows(self, rows: Sequence[KeyRow]) -> None:
+        for row in rows:
+            self.rows[(row.account, row.key_id)] = row
+
+    def audit_head(self, account: str) -> str:
+        if account in self.heads:
+            return self.heads[account]
+        record = self._one(
+            "SELECT chain FROM {audit} WHERE account = ? ORDER BY position DESC LIMIT 1", [account]
+        )
+        return GENESIS if record is None else str(record["chain"])
+
+    def add_audit(self, entry: AuditEntry, key_ids: Sequence[str]) -> None:
+        self.audit.append(entry)
+        self.heads[entry.account] = entry.chain
+        self.audit_keys.extend((key_id, entry.position) for key_id in key_ids)
+
+    def flush(self) -> None:
+        views, cursor = self.views, self.cursor
+        gone = [[digest] for digest, entry in self.entries.items() if entry is None]
+        kept = [
+            [digest, entry.account, entry.key_id, entry.name, stamp(entry.valid_until)]
+            for digest, entry in self.entries.items()
+            if entry is not None
+        ]
+        if gone:
+            cursor.executemany(views.sql("DELETE FROM {valid} WHERE digest = ?"), gone)
+        if kept:
+            cursor.executemany(
+                views.sql(
+                    "INSERT INTO {valid} (digest, account, key_id, name, valid_until) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (digest) DO UPDATE SET account = excluded.account, "
+                    "key_id = excluded.key_id, name = excluded.name, valid_until = excluded.valid_until"
+                ),
+                kept,
+            )
+        if self.secrets:
+            cursor.executemany(
+                views.sql("INSERT INTO {secrets} VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING"),
+                [[digest, account, key_id] for digest, (account, key_id) in self.secrets.items()],
+            )
+        if self.rows:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in KEY_COLUMNS.split(", ")[2:])
+            cursor.executemany(
+                views.sql(
+                    f"INSERT INTO {{keys}} ({KEY_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
+                    f"ON CONFLICT (account, key_id) DO UPDATE SET {updates}"
+                ),
+                [row_params(row) for row in self.rows.values()],
+            )
+        if self.audit:
+            cursor.executemany(
+                views.sql(f"INSERT INTO {{audit}} ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})"),
+                [
+                    [
+                        e.position, e.account, e.version, e.action, e.actor, e.key_id, e.key_name,
+                        stamp(e.occurred_at), stamp(e.recorded_at), orjson.dumps(e.details).decode(),
+                        e.previous_position, e.chain, e.previous_chain,
+                    ]
+                    for e in self.audit
+                ],
+            )  # fmt: skip
+        if self.audit_keys:
+            cursor.executemany(views.sql("INSERT INTO {audit_keys} VALUES (?, ?)"), self.audit_keys)
+
+
+class SQLViews(ViewStore):
+    """The views as SQL tables; subclasses supply the dialect and the transactions."""
+
+    TABLES = ("valid", "secrets", "keys", "audit", "audit_keys", "last_used")
+
+    @abstractmethod
+    def table(self, name: str) -> str:
+        """The qualified name of one of :attr:`TABLES`."""
+
+    @abstractmethod
+    def locked_transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction that holds the views' lock; yields a cursor."""
+
+    @abstractmethod
+    def read_cursor(self) -> AbstractContextManager[Any]:
+        """A read-only transaction; yields a cursor."""
+
+    @abstractmethod
+    def _max_tracking_id(self, application_name: str, c: Any) -> int | None: ...
+
+    @abstractmethod
+    def _insert_tracking(self, c: Any, tracking: Tracking) -> None: ...
+
+    @abstractmethod
+    def _delete_tracking(self, c: Any) -> None: ...
+
+    placeholder = "?"
+
+    def sql(self, statement: str) -> str:
+        """``statement`` with table names filled in and this dialect's placeholders."""
+        names = {name: self.table(name) for name in self.TABLES}
+        text = statement.format(**names)
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    def position(self) -> int:
+        with self.read_cursor() as cursor:
+            return self._max_tracking_id(VIEWS_NAME, cursor) or 0
+
+    def write(self, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
+        if not facts:
+            return True
+        with self.locked_transaction() as cursor:
+            position = self._max_tracking_id(VIEWS_NAME, cursor) or 0
+            if position != after:
+                return False
+            batch = _Batch(self, cursor, fresh=position == 0)
+            for fact in facts:
+                project(fact, batch)
+            batch.flush()
+            self._insert_tracking(cursor, Tracking(VIEWS_NAME, facts[-1].position))
+        return True
+
+    def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self.read_cursor() as cursor:
+            cursor.execute(self.sql(statement), params)
+            return list(cursor.fetchall())
+
+    def valid_entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+        with self.read_cursor() as cursor:
+            cursor.execute(self.sql("SELECT digest, account, key_id, name, valid_until FROM {valid}"))
+            while records := cursor.fetchmany(10_000):
+                for r in records:
+                    entry = IndexEntry(r["account"], r["key_id"], r["name"], unstamp(r["valid_until"]))
+                    yield bytes(r["digest"]), entry
+
+    def _views(self, where: str, params: Sequence[Any], now: datetime) -> list[KeyView]:
+        records = self._select(
+            f"SELECT {', '.join('k.' + c for c in KEY_COLUMNS.split(', '))}, u.last_used_at FROM {{keys}} k "
+            "LEFT JOIN {last_used} u ON u.account = k.account AND u.key_id = k.key_id "
+            f"WHERE {where} ORDER BY k.created_position",
+            params,
+        )
+        return [row_from(r).view(now, unstamp(r["last_used_at"])) for r in records]
+
+    def keys(self, account: str, now: datetime) -> list[KeyView]:
+        return self._views("k.account = ?", [account], now)
+
+    def key(self, account: str, key_id: str, now: datetime) -> KeyView | None:
+        found = self._views("k.account = ? AND k.key_id = ?", [account, key_id], now)
+        return found[0] if found else None
+
+    def accounts_with_grace_due(self, now: datetime) -> list[str]:
+        records = self._select(
+            "SELECT DISTINCT account FROM {keys} "
+            "WHERE next_grace_until IS NOT NULL AND next_grace_until <= ?",
+            [stamp(now)],
+        )
+        return [r["account"] for r in records]
+
+    def audit(self, query: AuditQuery) -> list[AuditEntry]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        source = "{audit} a"
+        if query.key_id is not None:
+            source = "{audit_keys} k JOIN {audit} a ON a.position = k.position"
+            conditions.append("k.key_id = ?")
+            params.append(query.key_id)
+        for column, value in (("account", query.account), ("actor", query.actor)):
+            if value is not None:
+                conditions.append(f"a.{column} = ?")
+                params.append(value)
+        if query.actions is not None:
+            conditions.append(f"a.action IN ({', '.join('?' * len(query.actions))})")
+            params.extend(query.actions)
+        if query.since is not None:
+            conditions.append("a.occurred_at >= ?")
+            params.append(stamp(query.since))
+        if query.until is not None:
+            conditions.append("a.occurred_at < ?")
+            params.append(stamp(query.until))
+        if query.after is not None:
+            conditions.append("a.position > ?")
+            params.append(query.after)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        columns = ", ".join("a." + c for c in AUDIT_COLUMNS.split(", "))
+        records = self._select(
+            f"SELECT {columns} FROM {source} {where} ORDER BY a.position LIMIT ?", [*params, query.limit]
+        )
+        return [entry_from_record(r) for r in records]
+
+    def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
+        records = self._select("SELECT account, key_id FROM {secrets} WHERE digest = ?", [digest])
+        return (records[0]["account"], records[0]["key_id"]) if records else None
+
+    def record_use(self, uses: Iterable[tuple[str, str, datetime]]) -> None:
+        params = [[account, key_id, stamp(when)] for account, key_id, when in uses]
+        if not params:
+            return
+        with self.locked_transaction() as cursor:
+            cursor.executemany(
+                self.sql(
+                    "INSERT INTO {last_used} VALUES (?, ?, ?) ON CONFLICT (account, key_id) DO UPDATE "
+                    "SET last_used_at = excluded.last_used_at "
+                    "WHERE {last_used}.last_used_at < excluded.last_used_at"
+                ),
+                params,
+            )
+
+    def reset(self) -> None:
+        with self.locked_transaction() as cursor:
+            for name in self.TABLES:
+                if name != "last_used":
+                    cursor.execute(self.sql(f"DELETE FROM {{{name}}}"))
+            self._delete_tracking(cursor)
+
+    def create_statements(self, *, blob: str, position: str, time: str) -> list[str]:
+        """The statements that create the views' tables and indexes."""
+        t = {name: self.table(name) for name in self.TABLES}
+        prefix = "keyledger_"
+        return [
+            f"CREATE TABLE IF NOT EXISTS {t['valid']} (digest {blob} PRIMARY KEY, account TEXT NOT NULL, "
+            f"key_id TEXT NOT NULL, name TEXT NOT NULL, valid_until {time})",
+            f"CREATE TABLE IF NOT EXISTS {t['secrets']} (digest {blob} PRIMARY KEY, account TEXT NOT NULL, "
+            "key_id TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {t['keys']} (account TEXT NOT NULL, key_id TEXT NOT NULL, "
+            "name TEXT NOT NULL, purpose TEXT NOT NULL, application TEXT NOT NULL, created_by TEXT NOT NULL, "
+            f"created_at {time} NOT NULL, created_position BIGINT NOT NULL, hint TEXT, "
+            f"regenerated_at {time}, "
+            f"revoked_at {time}, revoked_reason TEXT, grace TEXT NOT NULL, next_grace_until {time}, "
+            "PRIMARY KEY (account, key_id))",
+            f"CREATE INDEX IF NOT EXISTS {prefix}keys_created ON {t['keys']} (account, created_position)",
+            f"CREATE INDEX IF NOT EXISTS {prefix}keys_grace ON {t['keys']} (next_grace_until) "
+            "WHERE next_grace_until IS NOT NULL",
+            f"CREATE TABLE IF NOT EXISTS {t['audit']} (position {position} PRIMARY KEY, "
+            "account TEXT NOT NULL, version BIGINT NOT NULL, action TEXT NOT NULL, actor TEXT, key_id TEXT, "
+            f"key_name TEXT, occurred_at {time} NOT NULL, recorded_at {time} NOT NULL, "
+            "details TEXT NOT NULL, previous_position BIGINT NOT NULL, "
+            "chain TEXT NOT NULL, previous_chain TEXT NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {prefix}audit_account ON {t['audit']} (account, position)",
+            f"CREATE INDEX IF NOT EXISTS {prefix}audit_account_time ON {t['audit']} (account, occurred_at)",
+            f"CREATE INDEX IF NOT EXISTS {prefix}audit_actor ON {t['audit']} (actor, position)",
+            f"CREATE INDEX IF NOT EXISTS {prefix}audit_action ON {t['audit']} (action, position)",
+            f"CREATE INDEX IF NOT EXISTS {prefix}audit_time ON {t['audit']} (occurred_at)",
+            f"CREATE TABLE IF NOT EXISTS {t['audit_keys']} (key_id TEXT NOT NULL, position BIGINT NOT NULL, "
+            "PRIMARY KEY (key_id, position))",
+            f"CREATE TABLE IF NOT EXISTS {t['last_used']} (account TEXT NOT NULL, key_id TEXT NOT NULL, "
+            f"last_used_at {time} NOT NULL, PRIMARY KEY (account, key_id))",
+        ]

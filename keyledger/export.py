@@ -1,0 +1,202 @@
+"""Exporting the audit trail, and verifying an export offline.
+
+An export is JSON Lines (one :class:`AuditEntry` per line, nothing else) or CSV (one
+row per entry, ``details`` as JSON). Exporting returns a :class:`Checkpoint`: the number
+of lines and a rolling head, SHA-256 over the previous head and each line's position and
+chain. Keep the checkpoint apart from the file (the CLI writes it to ``--checkpoint``).
+
+:func:`verify_export` checks, line by line:
+
+- each entry's ``chain`` against its content and ``previous_chain`` (an edited line
+  fails at that line; ``occurred_at`` is checked against ``recorded_at`` or, for
+  ``GraceExpired``, its ``grace_until``; ``key_name`` against the key's ``KeyCreated``
+  when the export holds it);
+- positions strictly increasing (a reordered line fails at that line);
+- for an unfiltered export, each line's ``previous_position`` is the line before's
+  (positions themselves may have gaps on PostgreSQL), and for an unfiltered or
+  account-only export, each account's versions and chain links without gaps from its
+  first event (a deleted line fails at the line after it);
+- at the end, the line count and head against the checkpoint (a truncated file fails
+  at the first missing line).
+
+An export filtered by key, actor, action or time is not contiguous: its lines still
+each prove their content matches the chain value the ledger recorded, and its
+checkpoint proves no line was since edited, removed, added or reordered, but it cannot
+prove the ledger holds no other events for that key; run ``check_integrity`` on the
+ledger for that.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from keyledger.domain import Keyring
+from keyledger.domain.chain import GENESIS, link
+from keyledger.projections.audit import AuditEntry
+from keyledger.projections.facts import TOPIC_PREFIX
+
+Format = Literal["jsonl", "csv"]
+Scope = Literal["full", "account", "filtered"]
+CSV_FIELDS = list(AuditEntry.model_fields)
+
+
+class Checkpoint(BaseModel):
+    """What an export proves itself against: its length and rolling head."""
+
+    model_config = ConfigDict(frozen=True)
+    format: Format
+    length: int
+    head: str
+    scope: Scope
+    """``full`` (every event), ``account`` (every event of one account) or ``filtered``."""
+    filters: dict[str, Any]
+
+
+class ExportReport(BaseModel):
+    """The result of verifying an export offline (never raised, always returned)."""
+
+    model_config = ConfigDict(frozen=True)
+    ok: bool
+    lines_checked: int
+    first_bad_line: int | None = None
+    """1-based line (or CSV row, header excluded) where the export stops being provable."""
+    reason: str | None = None
+
+
+def _advance(head: str, position: int, chain: str) -> str:
+    return hashlib.sha256(f"{head}{position}:{chain}".encode("ascii")).hexdigest()
+
+
+def write_export(
+    entries: Iterable[AuditEntry], path: str | Path, fmt: Format, scope: Scope, filters: dict[str, Any]
+) -> Checkpoint:
+    """Stream ``entries`` to ``path`` and return the export's checkpoint."""
+    if fmt not in ("jsonl", "csv"):
+        from keyledger.domain import InvalidInput
+
+        raise InvalidInput("format", "must be 'jsonl' or 'csv'")
+    head, length = GENESIS, 0
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, CSV_FIELDS) if fmt == "csv" else None
+        if writer is not None:
+            writer.writeheader()
+        for entry in entries:
+            if writer is None:
+                out.write(entry.model_dump_json() + "\n")
+            else:
+                row = entry.model_dump(mode="json")
+                row["details"] = orjson.dumps(row["details"]).decode()
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            head = _advance(head, entry.position, entry.chain)
+            length += 1
+    return Checkpoint(format=fmt, length=length, head=head, scope=scope, filters=filters)
+
+
+def _records(path: Path, fmt: Format) -> Iterable[dict[str, Any] | None]:
+    with open(path, encoding="utf-8", newline="") as source:
+        if fmt == "jsonl":
+            for line in source:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    yield None
+                    continue
+                yield record if isinstance(record, dict) else None
+            return
+        for row in csv.DictReader(source):
+            try:
+                record = {k: (None if v == "" else v) for k, v in row.items()}
+                record["details"] = orjson.loads(record["details"] or "{}")
+                record["position"], record["version"] = int(record["position"]), int(record["version"])
+            except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+                yield None
+                continue
+            yield record
+
+
+def _content_problem(record: dict[str, Any], names: dict[tuple[str, str], str]) -> str | None:
+    try:
+        entry = AuditEntry.model_validate(record)
+    except ValueError:
+        return "not an audit entry"
+    state = dict(entry.details)
+    state.update(account=entry.account, actor=entry.actor, timestamp=record["recorded_at"])
+    if entry.key_id is not None:
+        state["key_id"] = entry.key_id
+    expected = link(
+        entry.previous_chain,
+        str(Keyring.id_for(entry.account)),
+        entry.version,
+        TOPIC_PREFIX + entry.action,
+        state,
+    )
+    if expected != entry.chain:
+        return "entry does not match its chain"
+    effective = entry.details.get("grace_until") if entry.action == "GraceExpired" else record["recorded_at"]
+    if not isinstance(effective, str) or datetime.fromisoformat(effective) != entry.occurred_at:
+        return "occurred_at does not match the entry"
+    if entry.key_id is not None:
+        known = names.setdefault(
+            (entry.account, entry.key_id), str(entry.details.get("name", entry.key_name))
+        )
+        if entry.key_name != known:
+            return "key_name does not match the key's creation"
+    return None
+
+
+def verify_export(path: str | Path, checkpoint: Checkpoint | dict[str, Any]) -> ExportReport:
+    """Verify an exported audit trail against its checkpoint, offline; never raises on a
+    tampered file (see the module docstring for what is proved)."""
+    point = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.model_validate(checkpoint)
+    head, line = GENESIS, 0
+    last_position = 0
+    accounts: dict[str, tuple[int, str]] = {}
+    names: dict[tuple[str, str], str] = {}
+
+    def bad(reason: str) -> ExportReport:
+        return ExportReport(ok=False, lines_checked=line - 1, first_bad_line=line, reason=reason)
+
+    try:
+        for record in _records(Path(path), point.format):
+            line += 1
+            if line > point.length:
+                return bad("more lines than the checkpoint counts")
+            problem = "not an audit entry" if record is None else _content_problem(record, names)
+            if problem is not None or record is None:
+                return bad(problem or "not an audit entry")
+            position, account, version = record["position"], record["account"], record["version"]
+            if position <= last_position:
+                return bad("out of position order")
+            if point.scope == "full" and record["previous_position"] != last_position:
+                return bad("a line is missing before this one")
+            if point.scope in ("full", "account"):
+                seen_version, seen_chain = accounts.get(account, (0, GENESIS))
+                if version != seen_version + 1 or record["previous_chain"] != seen_chain:
+                    return bad("a line of this account is missing before this one")
+                accounts[account] = (version, record["chain"])
+            last_position = position
+            head = _advance(head, position, record["chain"])
+    except (OSError, UnicodeDecodeError) as error:
+        return ExportReport(
+            ok=False, lines_checked=line, first_bad_line=line + 1, reason=type(error).__name__
+        )
+    if line < point.length:
+        return ExportReport(
+            ok=False, lines_checked=line, first_bad_line=line + 1, reason="lines are missing at the end"
+        )
+    if head != point.head:
+        return ExportReport(
+            ok=False,
+            lines_checked=line,
+            first_bad_line=line,
+            reason="the export does not match its checkpoint",
+        )
+    return ExportReport(ok=True, lines_checked=line)

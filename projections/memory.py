@@ -1,0 +1,129 @@
+"""The views of a ``memory://`` ledger: the same port as the SQL views, in dicts."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from threading import RLock
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.popo import POPOTrackingRecorder
+
+from keyledger.domain.chain import GENESIS
+from keyledger.projections.audit import AuditEntry, AuditQuery
+from keyledger.projections.catalogue import KeyRow, KeyView
+from keyledger.projections.facts import Fact
+from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
+from keyledger.projections.valid_keys import IndexEntry, ValidKeyIndex
+
+
+class _MemoryWriter(ViewWriter):
+    def __init__(self, views: MemoryViews) -> None:
+        self.views = views
+
+    def entry(self, digest: bytes) -> IndexEntry | None:
+        return self.views.index.lookup(digest)
+
+    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, IndexEntry]]) -> None:
+        self.views.index.change(drops, puts)
+
+    def remember_secret(self, digest: bytes, account: str, key_id: str) -> None:
+        self.views.secrets[digest] = (account, key_id)
+
+    def row(self, account: str, key_id: str) -> KeyRow:
+        return copy.deepcopy(self.views.rows[account][key_id])
+
+    def put_rows(self, rows: Sequence[KeyRow]) -> None:
+        for row in rows:
+            self.views.rows.setdefault(row.account, {})[row.key_id] = row
+
+    def audit_head(self, account: str) -> str:
+        return self.views.heads.get(account, GENESIS)
+
+    def add_audit(self, entry: AuditEntry, key_ids: Sequence[str]) -> None:
+        self.views.entries.append(entry)
+        self.views.heads[entry.account] = entry.chain
+
+
+class MemoryViews(POPOTrackingRecorder, ViewStore):
+    """Every view in this process's memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = RLock()
+        self.index = ValidKeyIndex()
+        self.secrets: dict[bytes, tuple[str, str]] = {}
+        self.rows: dict[str, dict[str, KeyRow]] = {}
+        self.entries: list[AuditEntry] = []
+        self.heads: dict[str, str] = {}
+        self.last_used: dict[tuple[str, str], datetime] = {}
+        """A side table, not a projection: a rebuild keeps it."""
+
+    def position(self) -> int:
+        return self.max_tracking_id(VIEWS_NAME) or 0
+
+    def write(self, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
+        if not facts:
+            return True
+        with self.lock:
+            if self.position() != after:
+                return False
+            writer = _MemoryWriter(self)
+            for fact in facts:
+                project(fact, writer)
+            self.insert_tracking(Tracking(VIEWS_NAME, facts[-1].position))
+            return True
+
+    def valid_entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+        with self.lock:
+            return iter(self.index.entries())
+
+    def keys(self, account: str, now: datetime) -> list[KeyView]:
+        with self.lock:
+            used = self.last_used
+            return [
+                row.view(now, used.get((account, row.key_id))) for row in self.rows.get(account, {}).values()
+            ]
+
+    def key(self, account: str, key_id: str, now: datetime) -> KeyView | None:
+        with self.lock:
+            row = self.rows.get(account, {}).get(key_id)
+            return None if row is None else row.view(now, self.last_used.get((account, key_id)))
+
+    def accounts_with_grace_due(self, now: datetime) -> list[str]:
+        with self.lock:
+            return [
+                account
+                for account, rows in self.rows.items()
+                if any(r.next_grace_until is not None and r.next_grace_until <= now for r in rows.values())
+            ]
+
+    def audit(self, query: AuditQuery) -> list[AuditEntry]:
+        found: list[AuditEntry] = []
+        with self.lock:
+            for entry in self.entries:
+                if query.matches(entry):
+                    found.append(entry)
+                    if len(found) == query.limit:
+                        break
+        return found
+
+    def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
+        return self.secrets.get(digest)
+
+    def record_use(self, uses: Iterable[tuple[str, str, datetime]]) -> None:
+        with self.lock:
+            for account, key_id, when in uses:
+                known = self.last_used.get((account, key_id))
+                if known is None or known < when:
+                    self.last_used[(account, key_id)] = when
+
+    def reset(self) -> None:
+        with self.lock:
+            self.index = ValidKeyIndex()
+            self.secrets.clear()
+            self.rows.clear()
+            self.entries.clear()
+            self.heads.clear()
+            self._max_tracking_ids.clear()

@@ -1,0 +1,110 @@
+"""The ports the views are written through and read from.
+
+A :class:`ViewStore` keeps the durable views of a ledger (the valid-key table, the key
+catalogue, the audit trail, and every digest ever issued) next to the events, and
+records the position it has reached in the same transaction as its rows (the
+``TrackingRecorder`` pattern of eventsourcing 9.5). :class:`ViewWriter` is what one
+event's projection writes through inside that transaction. ``memory://`` ledgers use
+:class:`keyledger.projections.memory.MemoryViews`; SQLite and PostgreSQL ledgers use the
+SQL views in ``keyledger.adapters``; one contract test suite runs against all of them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+
+from keyledger.projections.audit import AuditEntry, AuditQuery
+from keyledger.projections.catalogue import KeyRow, KeyView
+from keyledger.projections.facts import Fact
+from keyledger.projections.valid_keys import IndexEntry
+
+VIEWS_NAME = "keyledger_views"
+"""The name the views' position is tracked under."""
+
+
+class ViewWriter(ABC):
+    """The writes of one transaction of the views."""
+
+    @abstractmethod
+    def entry(self, digest: bytes) -> IndexEntry | None:
+        """The valid-key entry of ``digest``, if any."""
+
+    @abstractmethod
+    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, IndexEntry]]) -> None:
+        """Remove ``drops`` from the valid-key table, then add ``puts``."""
+
+    @abstractmethod
+    def remember_secret(self, digest: bytes, account: str, key_id: str) -> None:
+        """Record which key a digest was issued to (for point-in-time verification)."""
+
+    @abstractmethod
+    def row(self, account: str, key_id: str) -> KeyRow:
+        """The catalogue row of a key (``KeyError`` if none)."""
+
+    @abstractmethod
+    def put_rows(self, rows: Sequence[KeyRow]) -> None:
+        """Insert or replace catalogue rows."""
+
+    @abstractmethod
+    def audit_head(self, account: str) -> str:
+        """The chain of the account's latest audit entry (64 zeros if none)."""
+
+    @abstractmethod
+    def add_audit(self, entry: AuditEntry, key_ids: Sequence[str]) -> None:
+        """Append an audit entry, found by each of ``key_ids``."""
+
+
+Project = Callable[[Fact, ViewWriter], None]
+
+
+class ViewStore(ABC):
+    """Durable views of a ledger and the position they have reached."""
+
+    @abstractmethod
+    def position(self) -> int:
+        """The last position applied (0 if none)."""
+
+    @abstractmethod
+    def write(self, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
+        """Apply ``facts``, every event recorded after position ``after``, in one
+        transaction that also records their last position. Returns ``False``, having
+        changed nothing, if the views' position is no longer ``after`` (another writer
+        moved it). Positions may have gaps (PostgreSQL's sequence skips the ids of
+        rolled-back inserts), so only ``after`` says what the facts follow."""
+
+    @abstractmethod
+    def valid_entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+        """Every row of the valid-key table."""
+
+    @abstractmethod
+    def keys(self, account: str, now: datetime) -> list[KeyView]:
+        """The account's keys in creation order."""
+
+    @abstractmethod
+    def key(self, account: str, key_id: str, now: datetime) -> KeyView | None:
+        """One key, if it exists."""
+
+    @abstractmethod
+    def accounts_with_grace_due(self, now: datetime) -> list[str]:
+        """Accounts holding a secret in grace whose deadline is at or before ``now``."""
+
+    @abstractmethod
+    def audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """Audit entries matching ``query``, in position order."""
+
+    @abstractmethod
+    def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
+        """The (account, key id) a digest was ever issued to."""
+
+    @abstractmethod
+    def record_use(self, uses: Iterable[tuple[str, str, datetime]]) -> None:
+        """Record (account, key id, when) last-use times; never moves a time backwards."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Delete every row and the position, to rebuild from zero."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (nothing by default)."""

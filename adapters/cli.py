@@ -16,9 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -26,19 +24,30 @@ import typer
 
 from keyledger import (
     DEFAULT_ACCOUNT,
-    Actor,
     Conflict,
     InvalidInput,
-    KeyLedgerError,
     KeyNotFound,
     Ledger,
-    Permission,
     StoreUnavailable,
 )
-from keyledger.adapters import render
+from keyledger.adapters import cli_review, render
+from keyledger.adapters.cli_common import (
+    EXIT_REFUSED,
+    AccountOption,
+    ActorOption,
+    AtOption,
+    JsonOption,
+    KeyIdArgument,
+    Options,
+    UrlOption,
+    guarded,
+    open_ledger,
+    operator,
+    options,
+    parse_instant,
+)
 from keyledger.adapters.demo import run_demo
 from keyledger.domain.keys import KeyDiagnosis, diagnose_key, is_key_id
-from keyledger.projections.audit import ACTIONS, DEFAULT_LIMIT, MAX_LIMIT
 
 logger = logging.getLogger("keyledger.cli")
 
@@ -61,97 +70,6 @@ keys_app = typer.Typer(help="Create, list, show, regenerate and revoke API keys.
 users_app = typer.Typer(help="Revoke and restore a user's access to an account.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
-
-UrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        envvar="KEYLEDGER_URL",
-        help="Store URL (sqlite:///path.db, postgresql://..., memory://); default ./keyledger.db.",
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Machine-readable output: JSON on stdout, JSON error lines on stderr.")
-]
-AccountOption = Annotated[str, typer.Option("--account", "-a", help="The account (tenant).")]
-ActorOption = Annotated[
-    str,
-    typer.Option(
-        "--actor",
-        help="The user you act as, recorded in the audit trail (with both permissions).",
-        show_default=False,
-    ),
-]
-KeyIdArgument = Annotated[str, typer.Argument(help="The public key id (key_...), never the key itself.")]
-
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-
-
-@dataclass(frozen=True)
-class Options:
-    """The global options, shared by every command through the typer context."""
-
-    url: str | None
-    output: render.Output
-
-
-def options(ctx: typer.Context) -> Options:
-    """The global options of this invocation."""
-    found = ctx.find_object(Options)
-    assert found is not None, "the main callback sets the options"
-    return found
-
-
-def exit_code(error: KeyLedgerError) -> int:
-    """The exit code for an error: 2 bad input, 3 store unavailable, 1 any refusal."""
-    if isinstance(error, InvalidInput):
-        return EXIT_USAGE
-    if isinstance(error, StoreUnavailable):
-        return EXIT_UNAVAILABLE
-    return EXIT_REFUSED
-
-
-@contextmanager
-def guarded(ctx: typer.Context) -> Iterator[render.Output]:
-    """Turn every error into one line on stderr and its exit code, never a traceback."""
-    out = options(ctx).output
-    try:
-        yield out
-    except KeyLedgerError as error:
-        out.error(type(error).__name__, str(error))
-        raise typer.Exit(exit_code(error)) from None
-    except (typer.Exit, typer.Abort, BrokenPipeError):
-        raise  # typer ends quietly on these (a closed pipe: `keyledger audit ... | head`)
-    except Exception as error:
-        # The message is left out: it was not written for the terminal and could carry input.
-        logger.debug("unexpected error", exc_info=True)
-        out.error("InternalError", f"unexpected {type(error).__name__}; this is a bug in keyledger")
-        raise typer.Exit(EXIT_REFUSED) from None
-
-
-def open_ledger(ctx: typer.Context) -> Ledger:
-    """The ledger the global options name (close it with ``with``)."""
-    return Ledger.open(options(ctx).url)
-
-
-def operator(account: str, user_id: str) -> Actor:
-    """The terminal's actor: the named user with both permissions."""
-    return Actor(user_id=user_id, account=account, permissions=set(Permission))
-
-
-def parse_instant(field: str, text: str | None) -> datetime | None:
-    """An ISO 8601 instant with a timezone (``2026-01-05T09:00:00Z``); naive is refused."""
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(field, "must be an ISO 8601 instant such as 2026-01-05T09:00:00Z") from None
-    if moment.tzinfo is None:
-        raise InvalidInput(field, "must include a timezone, such as Z or +02:00")
-    return moment
 
 
 @app.callback()
@@ -180,10 +98,10 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(ctx: typer.Context, account: AccountOption = DEFAULT_ACCOUNT) -> None:
-    """List the account's keys in creation order (hints only, never a secret)."""
+def keys_list(ctx: typer.Context, account: AccountOption = DEFAULT_ACCOUNT, at: AtOption = None) -> None:
+    """List the account's keys in creation order (hints only, never a secret), now or --at an instant."""
     with guarded(ctx) as out, open_ledger(ctx) as ledger:
-        keys = ledger.keys(account)
+        keys = ledger.keys(account, at=parse_instant("at", at))
         if out.json_mode:
             out.emit([render.jsonable(key) for key in keys])
         elif keys:
@@ -297,8 +215,9 @@ def verify(
             show_default=False,
         ),
     ],
+    at: AtOption = None,
 ) -> None:
-    """Tell whether a credential is a working key: exit 0 if valid, 1 if not.
+    """Tell whether a credential is a working key (now, or --at an instant): exit 0 if valid, 1 if not.
 
     Example: keyledger verify - < key.txt (or type the key at the hidden prompt).
     """
@@ -308,7 +227,7 @@ def verify(
             typed = sys.stdin.isatty()
             credential = (getpass.getpass("key: ", stream=sys.stderr) if typed else sys.stdin.read()).strip()
         with open_ledger(ctx) as ledger:
-            principal = ledger.verify(credential)
+            principal = ledger.verify(credential, at=parse_instant("at", at))
             if principal is not None:
                 out.principal(principal)
                 return
@@ -320,49 +239,6 @@ def verify(
         )
         out.refused(reason)
         raise typer.Exit(EXIT_REFUSED)
-
-
-@app.command()
-def audit(
-    ctx: typer.Context,
-    account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account.")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Only this key id (with its removal).")] = None,
-    actor: Annotated[str | None, typer.Option("--actor", help="Only commands by this user.")] = None,
-    action: Annotated[
-        list[str] | None, typer.Option("--action", help=f"Only these actions (repeat): {', '.join(ACTIONS)}.")
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="From this instant (ISO 8601, with zone).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Before this instant (ISO 8601, with zone).")
-    ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", help=f"At most this many (up to {MAX_LIMIT}).")
-    ] = DEFAULT_LIMIT,
-    after: Annotated[int | None, typer.Option("--after", help="Only after this position (a cursor).")] = None,
-    output_format: Annotated[
-        render.AuditFormat, typer.Option("--format", help="table, jsonl (one entry per line) or csv.")
-    ] = render.AuditFormat.TABLE,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
-) -> None:
-    """Show the audit trail, oldest first, filtered; page on with --after LAST_POSITION."""
-    with guarded(ctx) as out:
-        start, end = parse_instant("since", since), parse_instant("until", until)
-        with open_ledger(ctx) as ledger:
-            entries = ledger.audit(
-                account=account,
-                key_id=key,
-                actor=actor,
-                action=action or None,
-                since=start,
-                until=end,
-                limit=limit,
-                after=after,
-            )
-        out.audit(entries, output_format, output)
-        if len(entries) == limit:
-            out.note(f"more entries may follow: add --after {entries[-1].position}")
 
 
 @app.command()
@@ -412,21 +288,13 @@ def _stopped_by_sigterm() -> Iterator[None]:
 
 
 @app.command()
-def check(ctx: typer.Context) -> None:
-    """Check every stored event against its account's hash chain; exit 1 if any fails."""
-    with guarded(ctx) as out, open_ledger(ctx) as ledger:
-        report = ledger.check_integrity()
-        out.integrity(report)
-        if not report.ok:
-            out.error("IntegrityViolation", f"integrity check failed at position {report.first_bad_position}")
-            raise typer.Exit(EXIT_REFUSED)
-
-
-@app.command()
 def demo(ctx: typer.Context) -> None:
     """Walk one new account through the whole key lifecycle, with an injected clock."""
     with guarded(ctx):
         run_demo(options(ctx).url)
+
+
+cli_review.register(app)
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ alone; every error line passes through :func:`redact` first.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import typer
 from pydantic import BaseModel
@@ -27,8 +26,10 @@ from rich.table import Table
 from rich.text import Text
 
 from keyledger.domain import InvalidInput
+from keyledger.export import write_entries
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.catalogue import KeyView
+from keyledger.report import ComplianceReport
 from keyledger.results import IntegrityReport, IssuedKey, Principal
 
 
@@ -39,20 +40,6 @@ class AuditFormat(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
 
-
-AUDIT_COLUMNS = (
-    "position",
-    "account",
-    "action",
-    "actor",
-    "key_id",
-    "key_name",
-    "occurred_at",
-    "recorded_at",
-    "details",
-    "chain",
-)
-"""The CSV columns of an audit entry, in order (``details`` as a JSON object)."""
 
 # Anything shaped like a key of any prefix: error lines never carry one, whatever the
 # message was built from.
@@ -157,6 +144,20 @@ def key_detail(key: KeyView) -> Table:
     return table
 
 
+def report_table(found: ComplianceReport) -> Table:
+    """A compliance report as a rich table: one row per finding."""
+    table = _table(f"compliance report of {found.account} at {when(found.generated_at)}", ("finding", "keys"))
+    table.add_row("active keys", _cell(found.active_keys))
+    table.add_row("not regenerated", _cell(", ".join(found.not_regenerated) or "-"))
+    table.add_row("unused", _cell(", ".join(found.unused) or "-"))
+    grace = ", ".join(f"{g.key_id} {g.hint} until {when(g.grace_until)}" for g in found.in_grace)
+    table.add_row("secrets in grace", _cell(grace or "-"))
+    per_creator = ", ".join(f"{user}: {count}" for user, count in sorted(found.keys_per_creator.items()))
+    table.add_row("active keys per creator", _cell(per_creator or "-"))
+    table.add_row("working keys of revoked creators", _cell(found.working_keys_of_revoked_creators))
+    return table
+
+
 def audit_table(entries: Iterable[AuditEntry]) -> Table:
     """Audit entries as a table, oldest first, for people: without digests and chains
     (JSON Lines and CSV keep every field whole)."""
@@ -181,32 +182,6 @@ def audit_table(entries: Iterable[AuditEntry]) -> Table:
             )
         )
     return table
-
-
-def write_jsonl(entries: Iterable[AuditEntry], stream: IO[str]) -> int:
-    """One JSON object per entry and per line, nothing else; returns how many."""
-    count = 0
-    for entry in entries:
-        stream.write(entry.model_dump_json() + "\n")
-        count += 1
-    return count
-
-
-def write_csv(entries: Iterable[AuditEntry], stream: IO[str]) -> int:
-    """A header row, then one row per entry (``details`` as JSON); returns how many.
-
-    Values are written as recorded, not defused for spreadsheets: a cell may start with
-    ``=``, so open the file as text, not as a formula sheet.
-    """
-    writer = csv.writer(stream, lineterminator="\n")
-    writer.writerow(AUDIT_COLUMNS)
-    count = 0
-    for entry in entries:
-        data = entry.model_dump(mode="json")
-        data["details"] = json.dumps(data["details"], sort_keys=True, ensure_ascii=False)
-        writer.writerow("" if data[column] is None else data[column] for column in AUDIT_COLUMNS)
-        count += 1
-    return count
 
 
 class Output:
@@ -284,10 +259,8 @@ class Output:
         JSON Lines and CSV are the entries alone; ``--json`` turns the table into a JSON array.
         """
         if path is None:
-            if form is AuditFormat.JSONL:
-                write_jsonl(entries, sys.stdout)
-            elif form is AuditFormat.CSV:
-                write_csv(entries, sys.stdout)
+            if form is not AuditFormat.TABLE:
+                write_entries(entries, sys.stdout, "jsonl" if form is AuditFormat.JSONL else "csv")
             elif self.json_mode:
                 self.emit([jsonable(entry) for entry in entries])
             else:
@@ -295,10 +268,8 @@ class Output:
             return
         try:
             with path.open("w", encoding="utf-8", newline="") as stream:
-                if form is AuditFormat.JSONL:
-                    write_jsonl(entries, stream)
-                elif form is AuditFormat.CSV:
-                    write_csv(entries, stream)
+                if form is not AuditFormat.TABLE:
+                    write_entries(entries, stream, "jsonl" if form is AuditFormat.JSONL else "csv")
                 else:
                     Console(file=stream, width=200).print(audit_table(entries))
         except OSError as error:

@@ -33,12 +33,12 @@ import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from keyledger.domain import Keyring
+from keyledger.domain import InvalidInput, Keyring
 from keyledger.domain.chain import GENESIS, link
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.facts import TOPIC_PREFIX
@@ -75,28 +75,44 @@ def _advance(head: str, position: int, chain: str) -> str:
     return hashlib.sha256(f"{head}{position}:{chain}".encode("ascii")).hexdigest()
 
 
-def write_export(
-    entries: Iterable[AuditEntry], path: str | Path, fmt: Format, scope: Scope, filters: dict[str, Any]
-) -> Checkpoint:
-    """Stream ``entries`` to ``path`` and return the export's checkpoint."""
+def write_entries(entries: Iterable[AuditEntry], stream: IO[str], fmt: Format) -> tuple[str, int]:
+    """Write entries as JSON Lines or CSV (a header, then ``details`` as JSON); returns
+    the rolling head and the count. CSV values are as recorded, not defused for
+    spreadsheets: open the file as text, not as a formula sheet."""
     if fmt not in ("jsonl", "csv"):
-        from keyledger.domain import InvalidInput
-
         raise InvalidInput("format", "must be 'jsonl' or 'csv'")
     head, length = GENESIS, 0
-    with open(path, "w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, CSV_FIELDS) if fmt == "csv" else None
-        if writer is not None:
-            writer.writeheader()
-        for entry in entries:
-            if writer is None:
-                out.write(entry.model_dump_json() + "\n")
-            else:
-                row = entry.model_dump(mode="json")
-                row["details"] = orjson.dumps(row["details"]).decode()
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
-            head = _advance(head, entry.position, entry.chain)
-            length += 1
+    writer = csv.DictWriter(stream, CSV_FIELDS, lineterminator="\n") if fmt == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    for entry in entries:
+        if writer is None:
+            stream.write(entry.model_dump_json() + "\n")
+        else:
+            row = entry.model_dump(mode="json")
+            row["details"] = orjson.dumps(row["details"]).decode()
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        head = _advance(head, entry.position, entry.chain)
+        length += 1
+    return head, length
+
+
+def write_export(
+    entries: Iterable[AuditEntry],
+    target: str | Path | IO[str],
+    fmt: Format,
+    scope: Scope,
+    filters: dict[str, Any],
+) -> Checkpoint:
+    """Stream ``entries`` to a file path or an open text stream; returns the checkpoint."""
+    if isinstance(target, str | Path):
+        try:
+            with open(target, "w", encoding="utf-8", newline="") as stream:
+                head, length = write_entries(entries, stream, fmt)
+        except OSError as error:
+            raise InvalidInput("path", f"cannot write the export: {error.strerror}") from None
+    else:
+        head, length = write_entries(entries, target, fmt)
     return Checkpoint(format=fmt, length=length, head=head, scope=scope, filters=filters)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, MapperDeserialisationError
@@ -13,13 +14,18 @@ from keyledger.results import IntegrityReport
 PAGE_SIZE = 1000
 
 
-def check_integrity(recorder: ApplicationRecorder, mapper: PydanticMapper) -> IntegrityReport:
+def check_integrity(
+    recorder: ApplicationRecorder,
+    mapper: PydanticMapper,
+    progress: Callable[[int, int], None] | None = None,
+) -> IntegrityReport:
     """Recompute every event's chain in global order; report the first that breaks.
 
     An edited event breaks its own link; a deleted or reordered one breaks the version
     sequence or the next link. Removing an account's newest events leaves a shorter,
     valid chain: compare with an exported checkpoint to catch that.
     """
+    total = recorder.max_notification_id() or 0
     heads: dict[UUID | str, tuple[int, str]] = {}
     checked = 0
     position = 0
@@ -27,6 +33,8 @@ def check_integrity(recorder: ApplicationRecorder, mapper: PydanticMapper) -> In
         page = recorder.select_notifications(start=position + 1, limit=PAGE_SIZE)
         if not page:
             return IntegrityReport(ok=True, events_checked=checked)
+        if progress is not None:
+            progress(page[-1].id, max(total, page[-1].id))
         for notification in page:
             position = notification.id
             checked += 1

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import IO, Any, Self, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -369,10 +369,12 @@ class Ledger:
             yield from page
             query = query.model_copy(update={"after": page[-1].position})
 
-    def export_audit(self, path: str | Path, format: Format = "jsonl", **filters: Any) -> Checkpoint:
+    def export_audit(
+        self, path: str | Path | IO[str], format: Format = "jsonl", **filters: Any
+    ) -> Checkpoint:
         """Stream the audit entries matching ``filters`` (those of :meth:`audit`, without
-        ``limit``) to ``path`` as JSON Lines or CSV; returns the export's checkpoint, to
-        keep apart from the file for :func:`keyledger.verify_export`."""
+        ``limit``) to ``path`` (or an open text stream) as JSON Lines or CSV; returns the
+        export's checkpoint, to keep apart from the file for :func:`keyledger.verify_export`."""
         if "limit" in filters or "after" in filters:
             raise InvalidInput("filters", "an export takes every matching entry: no limit or after")
         query = AuditQuery.build(limit=MAX_LIMIT, **filters)
@@ -402,9 +404,10 @@ class Ledger:
         keys = self._guard(lambda: self._store.keys(account, moment))
         return build_report(account, keys, keyring.revoked_users, moment, stale_after, unused_after)
 
-    def check_integrity(self) -> IntegrityReport:
-        """Check every stored event against its account's hash chain."""
-        return self._guard(lambda: check_integrity(self._app.recorder, self._mapper))
+    def check_integrity(self, progress: Callable[[int, int], None] | None = None) -> IntegrityReport:
+        """Check every stored event against its account's hash chain, calling
+        ``progress(position, head)`` after each page."""
+        return self._guard(lambda: check_integrity(self._app.recorder, self._mapper, progress))
 
     def sync(self) -> None:
         """Apply every event recorded so far (by any process) to this process's views."""

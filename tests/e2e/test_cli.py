@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 
 from keyledger import Actor, AuditEntry, Ledger, Permission
 from keyledger.adapters.cli import app
+from keyledger.export import verify_export
 from keyledger.testing import ManualClock
 
 Cli = Callable[..., Result]
@@ -606,3 +607,92 @@ class TestConsoleScript:
         assert all("recorded 0 GraceExpired" in line for line in sweeps)
         assert "sweeper stopped" in err
         assert "Traceback" not in err
+
+
+class TestReviewCommands:
+    """The commands that need the durable views: point in time, export, report, rebuild."""
+
+    def test_verify_and_list_at_a_past_instant(self, tmp_path: Path) -> None:
+        """verify --at and keys list --at answer as of an instant before a revocation."""
+        url = f"sqlite:///{tmp_path / 'kl.db'}"
+        created = CliRunner().invoke(
+            app,
+            [
+                "--url",
+                url,
+                "--json",
+                "keys",
+                "create",
+                "-a",
+                "acme",
+                "--actor",
+                "alice",
+                "--name",
+                "Shipping",
+            ],
+        )
+        issued = json.loads(created.stdout)
+        before = datetime.now(UTC).isoformat()
+        CliRunner().invoke(
+            app, ["--url", url, "keys", "revoke", issued["key_id"], "-a", "acme", "--actor", "alice"]
+        )
+
+        now = CliRunner().invoke(app, ["--url", url, "verify", "-"], input=issued["secret"])
+        then = CliRunner().invoke(app, ["--url", url, "verify", "--at", before, "-"], input=issued["secret"])
+        listed = CliRunner().invoke(
+            app, ["--url", url, "--json", "keys", "list", "-a", "acme", "--at", before]
+        )
+
+        assert now.exit_code == 1
+        assert then.exit_code == 0
+        assert [k["status"] for k in json.loads(listed.stdout)] == ["active"]
+
+    def test_audit_export_writes_a_checkpoint_apart_from_the_entries(self, tmp_path: Path) -> None:
+        """audit --checkpoint writes entries alone to stdout and a checkpoint that verifies them."""
+        url = f"sqlite:///{tmp_path / 'kl.db'}"
+        CliRunner().invoke(
+            app, ["--url", url, "keys", "create", "-a", "acme", "--actor", "alice", "--name", "One"]
+        )
+        CliRunner().invoke(
+            app, ["--url", url, "keys", "create", "-a", "acme", "--actor", "bob", "--name", "Two"]
+        )
+        checkpoint = tmp_path / "checkpoint.json"
+
+        result = CliRunner().invoke(
+            app, ["--url", url, "audit", "--format", "jsonl", "--checkpoint", str(checkpoint)]
+        )
+        export = tmp_path / "audit.jsonl"
+        export.write_text(result.stdout)
+
+        assert result.exit_code == 0
+        assert [json.loads(line)["action"] for line in result.stdout.splitlines()] == [
+            "KeyCreated",
+            "KeyCreated",
+        ]
+        assert verify_export(export, json.loads(checkpoint.read_text())).ok
+
+    def test_an_export_refuses_a_limit(self, tmp_path: Path) -> None:
+        """audit --checkpoint with --limit is bad input (exit 2): an export takes every entry."""
+        url = f"sqlite:///{tmp_path / 'kl.db'}"
+
+        result = CliRunner().invoke(
+            app,
+            ["--url", url, "audit", "--format", "jsonl", "--limit", "5", "--checkpoint", str(tmp_path / "c")],
+        )
+
+        assert result.exit_code == 2
+
+    def test_report_and_rebuild(self, tmp_path: Path) -> None:
+        """report shows the account's findings and rebuild reports the position it reached."""
+        url = f"sqlite:///{tmp_path / 'kl.db'}"
+        CliRunner().invoke(
+            app, ["--url", url, "keys", "create", "-a", "acme", "--actor", "alice", "--name", "One"]
+        )
+
+        report = CliRunner().invoke(app, ["--url", url, "--json", "report", "-a", "acme"])
+        rebuilt = CliRunner().invoke(app, ["--url", url, "--json", "rebuild"])
+
+        assert report.exit_code == 0
+        assert json.loads(report.stdout)["keys_per_creator"] == {"alice": 1}
+        assert json.loads(report.stdout)["working_keys_of_revoked_creators"] == 0
+        assert json.loads(rebuilt.stdout) == {"rebuilt_to_position": 1}

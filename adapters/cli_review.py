@@ -1,0 +1,167 @@
+"""The reviewer's commands: the audit trail (paged, or exported with a checkpoint),
+the compliance report, the integrity check and rebuilding the projections."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from keyledger import Ledger
+from keyledger.adapters import render
+from keyledger.adapters.cli_common import (
+    EXIT_REFUSED,
+    AccountOption,
+    guarded,
+    open_ledger,
+    parse_instant,
+)
+from keyledger.domain import DEFAULT_ACCOUNT, InvalidInput
+from keyledger.export import Format
+from keyledger.projections.audit import ACTIONS, DEFAULT_LIMIT, MAX_LIMIT
+
+
+def audit(
+    ctx: typer.Context,
+    account: Annotated[str | None, typer.Option("--account", "-a", help="Only this account.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Only this key id (with its removal).")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="Only commands by this user.")] = None,
+    action: Annotated[
+        list[str] | None, typer.Option("--action", help=f"Only these actions (repeat): {', '.join(ACTIONS)}.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="From this instant (ISO 8601, with zone).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Before this instant (ISO 8601, with zone).")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", help=f"At most this many (default {DEFAULT_LIMIT}, up to {MAX_LIMIT})."),
+    ] = None,
+    after: Annotated[int | None, typer.Option("--after", help="Only after this position (a cursor).")] = None,
+    output_format: Annotated[
+        render.AuditFormat, typer.Option("--format", help="table, jsonl (one entry per line) or csv.")
+    ] = render.AuditFormat.TABLE,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Export every matching entry (jsonl or csv) and write the export's checkpoint to this "
+            "file, for keyledger.verify_export; keep it apart from the export.",
+        ),
+    ] = None,
+) -> None:
+    """Show the audit trail, oldest first, filtered; page on with --after LAST_POSITION."""
+    with guarded(ctx) as out:
+        filters = {
+            "account": account,
+            "key_id": key,
+            "actor": actor,
+            "action": action or None,
+            "since": parse_instant("since", since),
+            "until": parse_instant("until", until),
+        }
+        with open_ledger(ctx) as ledger:
+            if checkpoint is not None:
+                _export(ledger, out, output_format, output, checkpoint, limit, after, filters)
+                return
+            count = DEFAULT_LIMIT if limit is None else limit
+            entries = ledger.audit(**filters, limit=count, after=after)  # type: ignore[arg-type]
+        out.audit(entries, output_format, output)
+        if len(entries) == count:
+            out.note(f"more entries may follow: add --after {entries[-1].position}")
+
+
+def _export(
+    ledger: Ledger,
+    out: render.Output,
+    output_format: render.AuditFormat,
+    output: Path | None,
+    checkpoint: Path,
+    limit: int | None,
+    after: int | None,
+    filters: dict[str, Any],
+) -> None:
+    if output_format is render.AuditFormat.TABLE:
+        raise InvalidInput("format", "an export with --checkpoint is jsonl or csv")
+    if limit is not None or after is not None:
+        raise InvalidInput("checkpoint", "an export takes every matching entry: no --limit or --after")
+    fmt: Format = "jsonl" if output_format is render.AuditFormat.JSONL else "csv"
+    point = ledger.export_audit(output if output is not None else sys.stdout, fmt, **filters)
+    try:
+        checkpoint.write_text(point.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise InvalidInput("checkpoint", f"cannot write {checkpoint}: {error.strerror}") from None
+    out.note(f"exported {point.length} entries; checkpoint written to {checkpoint}")
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback drawing a bar on a terminal's stderr, silent when piped."""
+    bar = Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
+    with bar:
+        task = bar.add_task(description, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def check(ctx: typer.Context) -> None:
+    """Check every stored event against its account's hash chain; exit 1 if any fails."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger, progress_bar("checking") as advance:
+        report = ledger.check_integrity(progress=advance)
+        out.integrity(report)
+        if not report.ok:
+            out.error("IntegrityViolation", f"integrity check failed at position {report.first_bad_position}")
+            raise typer.Exit(EXIT_REFUSED)
+
+
+def rebuild(ctx: typer.Context) -> None:
+    """Rebuild every projection (valid keys, catalogue, audit trail) from the events."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger, progress_bar("rebuilding") as advance:
+        position = ledger.rebuild_projections(progress=advance)
+        if out.json_mode:
+            out.emit({"rebuilt_to_position": position})
+        else:
+            out.line(f"rebuilt every projection up to position {position}")
+
+
+def report(
+    ctx: typer.Context,
+    account: AccountOption = DEFAULT_ACCOUNT,
+    stale_days: Annotated[
+        int, typer.Option("--stale-days", help="Flag keys not regenerated for this long.")
+    ] = 90,
+    unused_days: Annotated[int, typer.Option("--unused-days", help="Flag keys unused for this long.")] = 30,
+) -> None:
+    """The account's compliance report: stale and unused keys, secrets in grace, keys per
+    creator, and working keys of revoked creators (always 0)."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        if stale_days < 1 or unused_days < 1:
+            raise InvalidInput("days", "thresholds must be at least 1 day")
+        found = ledger.report(
+            account, stale_after=timedelta(days=stale_days), unused_after=timedelta(days=unused_days)
+        )
+        if out.json_mode:
+            out.emit(render.jsonable(found))
+        else:
+            out.show(render.report_table(found))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the reviewer's commands to the ``keyledger`` app."""
+    app.command()(audit)
+    app.command()(check)
+    app.command()(rebuild)
+    app.command()(report)

@@ -25,9 +25,11 @@ from keyledger.domain import (
     StoreUnavailable,
     UserAccessUnchanged,
 )
+from keyledger.export import Checkpoint, ExportReport, verify_export
 from keyledger.ledger import Ledger
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.catalogue import GraceSecret, KeyView
+from keyledger.report import ComplianceReport
 from keyledger.results import IntegrityReport, IssuedKey, Principal
 
 __all__ = [
@@ -35,7 +37,10 @@ __all__ = [
     "AccessRevoked",
     "Actor",
     "AuditEntry",
+    "Checkpoint",
+    "ComplianceReport",
     "Conflict",
+    "ExportReport",
     "GraceSecret",
     "IntegrityReport",
     "IntegrityViolation",
@@ -51,4 +56,5 @@ __all__ = [
     "Principal",
     "StoreUnavailable",
     "UserAccessUnchanged",
+    "verify_export",
 ]

@@ -14,45 +14,33 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from keyledger import KeyLedgerError, KeyView, Ledger
+from keyledger import AuditEntry, KeyLedgerError, Ledger
+from keyledger.adapters import render
 from keyledger.domain import Actor, Permission
 from keyledger.testing import ManualClock
 
 
-def keys_table(title: str, keys: list[KeyView]) -> Table:
-    """The keys of an account as a rich table."""
-    table = Table(title=title)
-    for column in ("key id", "name", "application", "creator", "status", "hint", "in grace until"):
-        table.add_column(column)
-    for key in keys:
-        grace = ", ".join(f"{g.hint} {g.grace_until:%H:%M:%S.%f}" for g in key.grace)
-        table.add_row(
-            key.key_id, key.name, key.application, key.created_by, key.status, key.hint or "-", grace or "-"
-        )
-    return table
-
-
-def audit_table(ledger: Ledger, account: str) -> Table:
-    """The account's audit trail as a rich table."""
-    table = Table(title=f"audit trail of {account}")
+def audit_table(entries: list[AuditEntry]) -> Table:
+    """One account's audit trail, compact: position, time, action, actor and key."""
+    table = Table(title="audit trail")
     for column in ("pos", "occurred at", "action", "actor", "key", "chain"):
         table.add_column(column)
-    for entry in ledger.audit(account=account, limit=1000):
-        table.add_row(
-            str(entry.position),
-            f"{entry.occurred_at:%m-%d %H:%M:%S}",
-            entry.action,
-            entry.actor or "(ledger)",
-            entry.key_id or "-",
-            entry.chain[:12],
-        )
+    for entry in entries:
+        cells = (
+            str(entry.position), f"{entry.occurred_at:%m-%d %H:%M:%S}", entry.action,
+            entry.actor or "(ledger)", entry.key_id or "-", entry.chain[:12],
+        )  # fmt: skip
+        table.add_row(*(Text(cell) for cell in cells))
     return table
 
 
 def run_demo(url: str | None = None, console: Console | None = None) -> None:
     """Walk one account through the whole key lifecycle and print what happens."""
     out = console or Console()
+    if not out.is_terminal:
+        out.width = max(out.width, 120)
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0) - timedelta(days=1))
     account = f"demo-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
     alice = Actor(user_id="alice", account=account, permissions={Permission.INTEGRATION})
@@ -80,7 +68,7 @@ def run_demo(url: str | None = None, console: Console | None = None) -> None:
         out.print(f"\nalice regenerates with grace: the old secret works until {second.previous_valid_until}")
         check("old secret", key_one)
         check("new secret", key_two)
-        out.print(keys_table("keys during the grace window", ledger.keys(account)))
+        out.print(render.keys_table("keys during the grace window", ledger.keys(account)))
 
         clock.advance(ledger.grace_period - timedelta(microseconds=1))
         out.print("\nthe clock moves to 1 microsecond before the deadline")
@@ -113,8 +101,8 @@ def run_demo(url: str | None = None, console: Console | None = None) -> None:
             out.print(f"  alice tries to create a key: {type(error).__name__}: {error}")
 
         out.print()
-        out.print(keys_table(f"keys of {account}", ledger.keys(account)))
-        out.print(audit_table(ledger, account))
+        out.print(render.keys_table(f"keys of {account}", ledger.keys(account)))
+        out.print(audit_table(ledger.audit(account=account, limit=1000)))
         report = ledger.check_integrity()
         out.print(f"integrity check: ok={report.ok}, {report.events_checked} events checked")
         ledger.revoke_key(admin, bobs.key_id, reason="demo finished")

@@ -13,6 +13,7 @@ verification refuses an ended secret the instant the command returns.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -70,6 +71,8 @@ DEFAULT_GRACE_PERIOD = timedelta(hours=12)
 MIN_GRACE_PERIOD = timedelta(minutes=1)
 MAX_GRACE_PERIOD = timedelta(days=7)
 DEFAULT_MAX_ATTEMPTS = 10
+PREFIX_VARIABLE = "KEYLEDGER_KEY_PREFIX"
+GRACE_VARIABLE = "KEYLEDGER_GRACE_SECONDS"
 
 
 def system_clock() -> datetime:
@@ -125,8 +128,8 @@ class Ledger:
         cls,
         url: str | None = None,
         *,
-        grace_period: timedelta = DEFAULT_GRACE_PERIOD,
-        key_prefix: str = keyformat.DEFAULT_PREFIX,
+        grace_period: timedelta | None = None,
+        key_prefix: str | None = None,
         clock: Clock = system_clock,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         strict: bool = False,
@@ -135,14 +138,21 @@ class Ledger:
         """Open the ledger stored at ``url`` (else ``KEYLEDGER_URL``, else ``./keyledger.db``).
 
         ``grace_period`` is how long a secret retired with grace keeps working (1 minute
-        to 7 days); ``key_prefix`` starts every key this ledger issues; ``clock`` returns
+        to 7 days; default ``KEYLEDGER_GRACE_SECONDS``, else 12 hours); ``key_prefix``
+        starts every key this ledger issues (default ``KEYLEDGER_KEY_PREFIX``, else
+        ``kl``): services and the CLI that share a ledger should share these settings; ``clock`` returns
         the current time (timezone-aware), for tests and demos. With ``strict``, every
         verification first checks the log head (read-your-writes across processes).
         ``follow`` starts the thread that applies other processes' events (SQLite and
         PostgreSQL only); without it, the views catch up at the next command.
         """
         settings = parse_url(resolve_url(url))
-        keyformat.check_prefix(key_prefix)
+        key_prefix = keyformat.check_prefix(
+            key_prefix
+            if key_prefix is not None
+            else os.environ.get(PREFIX_VARIABLE) or keyformat.DEFAULT_PREFIX
+        )
+        grace_period = grace_period if grace_period is not None else _grace_from_environment()
         try:
             app = creating_tables(lambda: KeyringApplication(env=settings.env))
         except PersistenceError as error:
@@ -500,6 +510,16 @@ class Ledger:
 
     def _sync(self) -> None:
         self._guard(self._follower.catch_up)
+
+
+def _grace_from_environment() -> timedelta:
+    text = os.environ.get(GRACE_VARIABLE)
+    if not text:
+        return DEFAULT_GRACE_PERIOD
+    try:
+        return timedelta(seconds=float(text))
+    except (ValueError, OverflowError):
+        raise InvalidInput(GRACE_VARIABLE, "must be a number of seconds") from None
 
 
 def _aware(field: str, moment: object) -> datetime:

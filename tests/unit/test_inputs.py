@@ -217,7 +217,6 @@ class TestLedgerOptions:
             timedelta(hours=-12),
             3600,
             "12h",
-            None,
         ],
     )
     def test_a_bad_grace_period_is_refused(
@@ -228,6 +227,12 @@ class TestLedgerOptions:
             open_ledger(grace_period=grace_period)
 
         assert raised.value.field == "grace_period"
+
+    def test_no_grace_period_means_the_default(self, open_ledger: Callable[..., Ledger]) -> None:
+        """grace_period=None takes KEYLEDGER_GRACE_SECONDS, else 12 hours."""
+        ledger = open_ledger(grace_period=None)
+
+        assert ledger.grace_period == timedelta(hours=12)
 
     @pytest.mark.parametrize("grace_period", [timedelta(minutes=1), timedelta(days=7)])
     def test_a_grace_period_at_either_bound_is_accepted(

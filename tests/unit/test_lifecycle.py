@@ -579,3 +579,30 @@ class TestSweeper:
         """A sweeper interval that is not a positive number raises InvalidInput."""
         with pytest.raises(InvalidInput):
             ledger.start_sweeper(interval)  # type: ignore[arg-type]
+
+
+class TestSettingsFromTheEnvironment:
+    def test_prefix_and_grace_come_from_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch, open_ledger: Callable[..., Ledger], alice: Actor, clock: Clock
+    ) -> None:
+        """KEYLEDGER_KEY_PREFIX and KEYLEDGER_GRACE_SECONDS set a ledger's defaults."""
+        monkeypatch.setenv("KEYLEDGER_KEY_PREFIX", "acme_live")
+        monkeypatch.setenv("KEYLEDGER_GRACE_SECONDS", "3600")
+        ledger = open_ledger()
+
+        old = ledger.create_key(alice, name="Shipping")
+        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+
+        assert secret_of(old).startswith("acme_live_")
+        assert new.previous_valid_until == clock.now + timedelta(hours=1)
+
+    def test_a_bad_grace_in_the_environment_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, open_ledger: Callable[..., Ledger]
+    ) -> None:
+        """A KEYLEDGER_GRACE_SECONDS that is not a number raises InvalidInput naming it."""
+        monkeypatch.setenv("KEYLEDGER_GRACE_SECONDS", "twelve hours")
+
+        with pytest.raises(InvalidInput) as raised:
+            open_ledger()
+
+        assert raised.value.field == "KEYLEDGER_GRACE_SECONDS"

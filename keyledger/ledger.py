@@ -420,7 +420,9 @@ class Ledger:
         return self._guard(lambda: check_integrity(self._app.recorder, self._mapper, progress))
 
     def sync(self) -> None:
-        """Apply every event recorded so far (by any process) to this process's views."""
+        """Apply every event recorded so far (by any process) to this process's views,
+        and write the last-use times noted so far."""
+        self._usage.flush()
         self._sync()
 
     @property
@@ -494,7 +496,8 @@ class Ledger:
                 recordings = self._app.save(keyring)
             except IntegrityError:
                 logger.debug("account %r changed concurrently; attempt %d", account, attempt + 1)
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter only
+                # Full jitter, doubling up to 100 ms: losers spread out instead of colliding again.
+                time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))  # noqa: S311 - jitter only
                 continue
             except PersistenceError as error:
                 raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None

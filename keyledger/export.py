@@ -16,8 +16,11 @@ chain. Keep the checkpoint apart from the file (the CLI writes it to ``--checkpo
   (positions themselves may have gaps on PostgreSQL), and for an unfiltered or
   account-only export, each account's versions and chain links without gaps from its
   first event (a deleted line fails at the line after it);
-- at the end, the line count and head against the checkpoint (a truncated file fails
-  at the first missing line).
+- at the end, the line count and head against the checkpoint: the head covers every
+  field of every line, so a truncated file fails at the first missing line and any other
+  change (such as an edited ``previous_position`` of a filtered export, which no line can
+  check) fails at the last line. An edited ``position`` of a full export fails at the
+  line after it.
 
 An export filtered by key, actor, action or time is not contiguous: its lines still
 each prove their content matches the chain value the ledger recorded, and its
@@ -71,8 +74,9 @@ class ExportReport(BaseModel):
     reason: str | None = None
 
 
-def _advance(head: str, position: int, chain: str) -> str:
-    return hashlib.sha256(f"{head}{position}:{chain}".encode("ascii")).hexdigest()
+def _advance(head: str, entry: AuditEntry) -> str:
+    """The rolling head after one more entry: it covers every field of the entry."""
+    return hashlib.sha256(head.encode("ascii") + entry.model_dump_json().encode()).hexdigest()
 
 
 def write_entries(entries: Iterable[AuditEntry], stream: IO[str], fmt: Format) -> tuple[str, int]:
@@ -92,7 +96,7 @@ def write_entries(entries: Iterable[AuditEntry], stream: IO[str], fmt: Format) -
             row = entry.model_dump(mode="json")
             row["details"] = orjson.dumps(row["details"]).decode()
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        head = _advance(head, entry.position, entry.chain)
+        head = _advance(head, entry)
         length += 1
     return head, length
 
@@ -116,53 +120,58 @@ def write_export(
     return Checkpoint(format=fmt, length=length, head=head, scope=scope, filters=filters)
 
 
-def _records(path: Path, fmt: Format) -> Iterable[dict[str, Any] | None]:
-    with open(path, encoding="utf-8", newline="") as source:
-        if fmt == "jsonl":
-            for line in source:
+FIELDS = frozenset(AuditEntry.model_fields)
+
+
+def _entries(path: Path, fmt: Format) -> Iterable[tuple[AuditEntry, dict[str, Any]] | None]:
+    """Each line (or CSV row) as a checked entry and its raw fields, or ``None`` if it is
+    not exactly one audit entry."""
+    if fmt == "jsonl":
+        with open(path, "rb") as source:
+            for raw in source:
                 try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
+                    record = orjson.loads(raw)
+                    if not isinstance(record, dict) or set(record) != FIELDS:
+                        raise ValueError("not exactly the fields of an audit entry")
+                    yield AuditEntry.model_validate_json(raw, strict=True), record
+                except ValueError:
                     yield None
-                    continue
-                yield record if isinstance(record, dict) else None
+        return
+    with open(path, encoding="utf-8", errors="replace", newline="") as source:
+        reader = csv.DictReader(source)
+        if set(reader.fieldnames or ()) != FIELDS:
+            yield None
             return
-        for row in csv.DictReader(source):
+        for row in reader:
             try:
-                record = {k: (None if v == "" else v) for k, v in row.items()}
-                record["details"] = orjson.loads(record["details"] or "{}")
-                record["position"], record["version"] = int(record["position"]), int(record["version"])
-            except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+                fields: dict[str, Any] = {k: (None if v == "" else v) for k, v in row.items()}
+                if None in row or set(fields) != FIELDS:
+                    raise ValueError("not exactly the fields of an audit entry")
+                fields["details"] = orjson.loads(fields["details"] or "{}")
+                for name in ("position", "version", "previous_position"):
+                    fields[name] = int(fields[name])
+                yield AuditEntry.model_validate(fields), fields
+            except (ValueError, TypeError):
                 yield None
-                continue
-            yield record
 
 
-def _content_problem(record: dict[str, Any], names: dict[tuple[str, str], str]) -> str | None:
-    try:
-        entry = AuditEntry.model_validate(record)
-    except ValueError:
-        return "not an audit entry"
+def _content_problem(
+    entry: AuditEntry, record: dict[str, Any], names: dict[tuple[str, str], str]
+) -> str | None:
     state = dict(entry.details)
     state.update(account=entry.account, actor=entry.actor, timestamp=record["recorded_at"])
     if entry.key_id is not None:
         state["key_id"] = entry.key_id
-    expected = link(
-        entry.previous_chain,
-        str(Keyring.id_for(entry.account)),
-        entry.version,
-        TOPIC_PREFIX + entry.action,
-        state,
-    )
+    keyring_id = str(Keyring.id_for(entry.account))
+    expected = link(entry.previous_chain, keyring_id, entry.version, TOPIC_PREFIX + entry.action, state)
     if expected != entry.chain:
         return "entry does not match its chain"
     effective = entry.details.get("grace_until") if entry.action == "GraceExpired" else record["recorded_at"]
     if not isinstance(effective, str) or datetime.fromisoformat(effective) != entry.occurred_at:
         return "occurred_at does not match the entry"
     if entry.key_id is not None:
-        known = names.setdefault(
-            (entry.account, entry.key_id), str(entry.details.get("name", entry.key_name))
-        )
+        created = str(entry.details.get("name", entry.key_name))
+        known = names.setdefault((entry.account, entry.key_id), created)
         if entry.key_name != known:
             return "key_name does not match the key's creation"
     return None
@@ -181,26 +190,28 @@ def verify_export(path: str | Path, checkpoint: Checkpoint | dict[str, Any]) -> 
         return ExportReport(ok=False, lines_checked=line - 1, first_bad_line=line, reason=reason)
 
     try:
-        for record in _records(Path(path), point.format):
+        for found in _entries(Path(path), point.format):
             line += 1
             if line > point.length:
                 return bad("more lines than the checkpoint counts")
-            problem = "not an audit entry" if record is None else _content_problem(record, names)
-            if problem is not None or record is None:
-                return bad(problem or "not an audit entry")
-            position, account, version = record["position"], record["account"], record["version"]
-            if position <= last_position:
+            if found is None:
+                return bad("not exactly one audit entry")
+            entry, record = found
+            problem = _content_problem(entry, record, names)
+            if problem is not None:
+                return bad(problem)
+            if entry.position <= last_position:
                 return bad("out of position order")
-            if point.scope == "full" and record["previous_position"] != last_position:
+            if point.scope == "full" and entry.previous_position != last_position:
                 return bad("a line is missing before this one")
             if point.scope in ("full", "account"):
-                seen_version, seen_chain = accounts.get(account, (0, GENESIS))
-                if version != seen_version + 1 or record["previous_chain"] != seen_chain:
+                seen_version, seen_chain = accounts.get(entry.account, (0, GENESIS))
+                if entry.version != seen_version + 1 or entry.previous_chain != seen_chain:
                     return bad("a line of this account is missing before this one")
-                accounts[account] = (version, record["chain"])
-            last_position = position
-            head = _advance(head, position, record["chain"])
-    except (OSError, UnicodeDecodeError) as error:
+                accounts[entry.account] = (entry.version, entry.chain)
+            last_position = entry.position
+            head = _advance(head, entry)
+    except OSError as error:
         return ExportReport(
             ok=False, lines_checked=line, first_bad_line=line + 1, reason=type(error).__name__
         )

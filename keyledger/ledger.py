@@ -169,6 +169,8 @@ class Ledger:
                 key_prefix=key_prefix,
                 clock=clock,
                 max_attempts=max_attempts,
+                strict=strict,
+                follow=follow,
             )
         except BaseException:
             app.close()

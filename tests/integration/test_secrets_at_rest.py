@@ -1,0 +1,371 @@
+"""No secret, nor any long piece of one, is ever stored, logged, or shown.
+
+The ledger keeps a SHA-256 digest and a hint (the prefix and the last 4 characters) of
+each key. These tests issue a few hundred secrets and then look for every 16-character
+piece of each secret's random part in everything the ledger leaves behind: the database
+file and its write-ahead log, PostgreSQL rows, log output at DEBUG, and the values it
+returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from keyledger import (
+    Actor,
+    AuditEntry,
+    IssuedKey,
+    KeyAlreadyRevoked,
+    KeyLedgerError,
+    KeyNotFound,
+    KeyView,
+    Ledger,
+    Permission,
+    Principal,
+)
+from keyledger.testing import ManualClock
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import StoreTables
+
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+KEYS = 200
+PIECE = 16
+PREFIX = "kl"
+RANDOM_LENGTH = 32
+_ALNUM_RUN = re.compile(rb"[0-9A-Za-z]{%d,}" % PIECE)
+
+
+def random_part(secret: str) -> str:
+    """The 32 random characters of a key (between ``prefix_`` and the checksum)."""
+    start = len(PREFIX) + 1
+    return secret[start : start + RANDOM_LENGTH]
+
+
+def pieces_of(secrets: Iterable[str]) -> set[bytes]:
+    """Every 16-character piece of every secret's random part."""
+    found: set[bytes] = set()
+    for secret in secrets:
+        part = random_part(secret).encode("ascii")
+        found.update(part[i : i + PIECE] for i in range(len(part) - PIECE + 1))
+    return found
+
+
+def leaked(haystack: bytes | str, pieces: set[bytes]) -> set[str]:
+    """The pieces that occur in ``haystack``.
+
+    A piece is 16 base62 characters, so it can only sit inside a run of at least 16
+    letters and digits; only those runs are searched.
+    """
+    data = haystack.encode("utf-8", "backslashreplace") if isinstance(haystack, str) else haystack
+    hits: set[str] = set()
+    for run in _ALNUM_RUN.finditer(data):
+        text = run.group()
+        hits.update(
+            text[i : i + PIECE].decode()
+            for i in range(len(text) - PIECE + 1)
+            if text[i : i + PIECE] in pieces
+        )
+    return hits
+
+
+def _flip(character: str) -> str:
+    return "A" if character != "A" else "B"
+
+
+def near_misses(secret: str) -> list[str]:
+    """Credentials one slip away from ``secret``: each must fail to verify."""
+    start = len(PREFIX) + 1
+    one_off = secret[: start + 5] + _flip(secret[start + 5]) + secret[start + 6 :]
+    return [
+        one_off,
+        secret[:-1] + _flip(secret[-1]),
+        secret[:-1],
+        secret + "0",
+        "zz" + secret[len(PREFIX) :],
+        f"Bearer {one_off}",
+        "Basic " + base64.b64encode(f"{one_off}:".encode()).decode(),
+        "Basic " + base64.b64encode(f"{secret}:password".encode()).decode(),
+        "Basic " + base64.b64encode(f"user:{secret}".encode()).decode(),
+        f"Token {secret}",
+        f"Bearer {secret} extra",
+        secret.swapcase(),
+    ]
+
+
+@dataclass
+class Exposure:
+    """Every secret issued, and everything the ledger showed or left behind meanwhile."""
+
+    secrets: list[str] = field(default_factory=list)
+    issued: list[IssuedKey] = field(default_factory=list)
+    principals: list[Principal] = field(default_factory=list)
+    near_miss_results: list[Principal | None] = field(default_factory=list)
+    views: list[KeyView] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    errors: list[KeyLedgerError] = field(default_factory=list)
+    ledger_repr: str = ""
+    files_while_open: dict[str, bytes] = field(default_factory=dict)
+    """The database file and its ``-wal`` and ``-shm`` files before the ledger closes."""
+    files_after: dict[str, bytes] = field(default_factory=dict)
+    """The same files after it closes (those that still exist)."""
+
+
+def issue_and_use(ledger: Ledger, clock: ManualClock, alice: Actor, bob: Actor, admin: Actor) -> Exposure:
+    """Create 200 keys, regenerate each with grace (every tenth also at once), revoke
+    some, remove Bob, let grace expire, and verify every secret and near miss."""
+    seen = Exposure()
+
+    def issue(key: IssuedKey) -> IssuedKey:
+        seen.issued.append(key)
+        seen.secrets.append(key.secret.get_secret_value())
+        return key
+
+    created = [
+        issue(
+            ledger.create_key(
+                bob if index % 7 == 0 else alice,
+                name=f"Key {index}",
+                purpose="integration tests",
+                application="Recurly",
+            )
+        )
+        for index in range(KEYS)
+    ]
+    clock.advance(minutes=1)
+    for index, key in enumerate(created):
+        actor = bob if index % 7 == 0 else alice
+        issue(ledger.regenerate_key(actor, key.key_id, grace=True))
+        if index % 10 == 0:
+            issue(ledger.regenerate_key(actor, key.key_id, grace=False))
+    for key in created[1:40:9]:
+        ledger.revoke_key(alice, key.key_id, reason="rotated out")
+    ledger.revoke_user_access(admin, "bob")
+
+    seen.ledger_repr = repr(ledger)
+    for secret in seen.secrets:
+        for credential in (
+            secret,
+            f"Bearer {secret}",
+            "Basic " + base64.b64encode(f"{secret}:".encode()).decode(),
+        ):
+            principal = ledger.verify(credential)
+            if principal is not None:
+                seen.principals.append(principal)
+        seen.near_miss_results.extend(ledger.verify(miss) for miss in near_misses(secret))
+    for failing in (
+        lambda: ledger.regenerate_key(alice, created[1].key_id, grace=True),
+        lambda: ledger.revoke_key(alice, created[0].key_id),
+    ):
+        try:
+            failing()
+        except KeyLedgerError as error:
+            seen.errors.append(error)
+
+    clock.advance(hours=13)
+    ledger.expire_grace()
+    seen.views = ledger.keys("acme")
+    seen.audit = ledger.audit(limit=10_000)
+    return seen
+
+
+def rendered(seen: Exposure) -> list[str]:
+    """``repr`` and ``str`` of every value the ledger returned."""
+    values: list[object] = [*seen.issued, *seen.principals, *seen.views, *seen.audit]
+    return [text for value in values for text in (repr(value), str(value))]
+
+
+class TestTheDetector:
+    """The search these tests rely on finds what it looks for."""
+
+    def test_finds_a_planted_piece(self) -> None:
+        """A 16-character piece of a secret's random part is found in surrounding bytes."""
+        secret = "kl_" + "0123456789ABCDEFGHIJKLMNOPQRSTUV" + "abcdef"
+        pieces = pieces_of([secret])
+
+        found = leaked(b'{"note":"xx6789ABCDEFGHIJKLMNyy"}', pieces)
+        missed = leaked(b'{"hint":"kl_...cdef","note":"6789ABCDEFGHIJK"}', pieces)
+
+        assert found == {"6789ABCDEFGHIJKL", "789ABCDEFGHIJKLM", "89ABCDEFGHIJKLMN"}
+        assert missed == set()
+
+
+def expose_sqlite(url: str, clock: ManualClock, alice: Actor, bob: Actor, admin: Actor) -> Exposure:
+    """The scenario on a SQLite file, with the bytes of the database files while the
+    ledger is open and after it is closed."""
+    database = Path(url.removeprefix("sqlite:///"))
+    ledger = Ledger.open(url, clock=clock)
+    try:
+        seen = issue_and_use(ledger, clock, alice, bob, admin)
+        seen.files_while_open = files_of(database)
+    finally:
+        ledger.close()
+    seen.files_after = files_of(database)
+    return seen
+
+
+@pytest.fixture(scope="class")
+def exposure(tmp_path_factory: pytest.TempPathFactory) -> Exposure:
+    """The scenario on a SQLite file, run once for the tests of a class that only read it."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('secrets') / 'keyledger.db'}"
+    alice = Actor(user_id="alice", account="acme", permissions={Permission.INTEGRATION})
+    bob = Actor(user_id="bob", account="acme", permissions={Permission.INTEGRATION})
+    admin = Actor(
+        user_id="root", account="acme", permissions={Permission.INTEGRATION, Permission.USER_MANAGEMENT}
+    )
+    return expose_sqlite(url, ManualClock(START), alice, bob, admin)
+
+
+class TestSecretsOnSQLite:
+    """A SQLite ledger keeps no secret in its files or answers."""
+
+    def test_the_write_ahead_log_holds_no_secret_while_open(self, exposure: Exposure) -> None:
+        """While the ledger is open, its database file and write-ahead log hold no piece of a secret."""
+        pieces = pieces_of(exposure.secrets)
+
+        found = {name: leaked(data, pieces) for name, data in exposure.files_while_open.items()}
+
+        assert len(exposure.files_while_open.get("-wal", b"")) > 0, "the WAL exists while the ledger is open"
+        assert found == {name: set() for name in exposure.files_while_open}
+
+    def test_the_files_hold_no_secret_after_closing(self, exposure: Exposure) -> None:
+        """After the ledger closes, the database file and any WAL hold no piece of a secret."""
+        pieces = pieces_of(exposure.secrets)
+
+        found = {name: leaked(data, pieces) for name, data in exposure.files_after.items()}
+
+        assert len(exposure.files_after[""]) > 0
+        assert found == {name: set() for name in exposure.files_after}
+
+    def test_the_files_hold_the_history(self, exposure: Exposure) -> None:
+        """The history is really in the files searched: every key id is there."""
+        seen = exposure
+        everything = b"".join(seen.files_after.values())
+
+        missing = [key.key_id for key in seen.issued[:KEYS] if key.key_id.encode() not in everything]
+
+        assert len(seen.secrets) == KEYS * 2 + KEYS // 10
+        assert missing == []
+
+    def test_returned_values_show_no_secret(self, exposure: Exposure) -> None:
+        """``repr`` and ``str`` of issued keys, key views, audit entries and principals hide every secret."""
+        seen = exposure
+
+        found = leaked("\n".join([*rendered(seen), seen.ledger_repr]), pieces_of(seen.secrets))
+
+        assert len(seen.principals) > KEYS
+        assert len(seen.views) == KEYS
+        assert len(seen.issued) == KEYS * 2 + KEYS // 10
+        assert found == set()
+
+    def test_audit_json_shows_no_secret(self, exposure: Exposure) -> None:
+        """The JSON of every audit entry holds no piece of a secret."""
+        seen = exposure
+
+        found = leaked("\n".join(entry.model_dump_json() for entry in seen.audit), pieces_of(seen.secrets))
+
+        assert len(seen.audit) > KEYS * 2
+        assert found == set()
+
+    def test_near_misses_fail_to_verify(self, exposure: Exposure) -> None:
+        """Every credential one slip away from a real secret fails to verify."""
+        seen = exposure
+
+        accepted = [principal for principal in seen.near_miss_results if principal is not None]
+
+        assert len(seen.near_miss_results) == len(seen.secrets) * len(near_misses(seen.secrets[0]))
+        assert accepted == []
+
+    def test_errors_show_no_secret(self, exposure: Exposure) -> None:
+        """The messages of refused commands hold no piece of a secret."""
+        seen = exposure
+
+        messages = "\n".join(f"{error!s}\n{error!r}" for error in seen.errors)
+
+        assert [type(error) for error in seen.errors] == [KeyAlreadyRevoked, KeyAlreadyRevoked]
+        assert leaked(messages, pieces_of(seen.secrets)) == set()
+
+
+def files_of(database: Path) -> dict[str, bytes]:
+    """The bytes of the database file and of its ``-wal`` and ``-shm`` files, where they exist."""
+    found = {"": database.read_bytes()}
+    for suffix in ("-wal", "-shm"):
+        companion = database.with_name(database.name + suffix)
+        if companion.exists():
+            found[suffix] = companion.read_bytes()
+    return found
+
+
+class TestSecretsInLogs:
+    """Nothing the ledger logs, down to DEBUG, holds a secret."""
+
+    def test_logs_show_no_secret(
+        self,
+        sqlite_url: str,
+        clock: ManualClock,
+        alice: Actor,
+        bob: Actor,
+        admin: Actor,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """DEBUG log output of every command, verification and near miss holds no piece of a secret."""
+        caplog.set_level(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger="keyledger")
+
+        seen = expose_sqlite(sqlite_url, clock, alice, bob, admin)
+
+        text = caplog.text + "\n".join(repr(vars(record)) for record in caplog.records)
+        assert any(record.name == "keyledger" for record in caplog.records)
+        assert leaked(text, pieces_of(seen.secrets)) == set()
+
+
+class TestSecretsOnPostgreSQL:
+    """A PostgreSQL ledger stores no secret in any event or snapshot."""
+
+    def test_no_stored_row_holds_a_secret(
+        self,
+        postgres_url: str,
+        store_tables: type[StoreTables],
+        clock: ManualClock,
+        alice: Actor,
+        bob: Actor,
+        admin: Actor,
+    ) -> None:
+        """No event's state or topic and no snapshot in the schema holds a piece of a secret."""
+        with Ledger.open(postgres_url, clock=clock) as ledger:
+            seen = issue_and_use(ledger, clock, alice, bob, admin)
+            position = ledger.position
+        tables = store_tables(postgres_url)
+
+        rows = tables.rows()
+        snapshots = tables.snapshot_states()
+
+        assert len(rows) == position
+        assert len(snapshots) >= 1
+        haystack = b"\n".join([*(row.state + row.topic.encode() for row in rows), *snapshots])
+        assert leaked(haystack, pieces_of(seen.secrets)) == set()
+
+
+class TestSecretsInMessages:
+    """Refusals never echo a secret, even one passed where a key id belongs."""
+
+    def test_a_secret_passed_as_a_key_id_is_not_echoed(
+        self, open_ledger: Callable[..., Ledger], alice: Actor
+    ) -> None:
+        """A secret pasted in place of a key id is refused without repeating it."""
+        ledger = open_ledger()
+        secret = ledger.create_key(alice, name="Pasted").secret.get_secret_value()
+
+        with pytest.raises(KeyNotFound) as refused:
+            ledger.revoke_key(alice, secret)
+
+        assert leaked(f"{refused.value!s}\n{refused.value!r}", pieces_of([secret])) == set()

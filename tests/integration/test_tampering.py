@@ -1,0 +1,249 @@
+"""The integrity check finds stored events edited, deleted, reordered or relabelled
+behind the ledger's back, and names the first bad position.
+
+Each test records 30 events over two accounts, closes the ledger, tampers with the
+table directly, then opens a fresh ledger on the same store and checks it. A ledger
+whose stored events are still readable JSON must open, so that the check can run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from keyledger import Actor, IntegrityReport, Ledger, Permission
+from keyledger.domain import Keyring
+from keyledger.testing import ManualClock
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import StoredRow, StoreTables
+
+EVENTS = 30
+ACME = Keyring.id_for("acme")
+GLOBEX = Keyring.id_for("globex")
+CREATED = "keyledger.KeyCreated"
+REGENERATED = "keyledger.KeyRegenerated"
+REVOKED = "keyledger.KeyRevoked"
+
+
+@pytest.fixture
+def gina() -> Actor:
+    return Actor(user_id="gina", account="globex", permissions={Permission.INTEGRATION})
+
+
+@pytest.fixture
+def tables(
+    durable_url: str,
+    store_tables: type[StoreTables],
+    clock: ManualClock,
+    alice: Actor,
+    bob: Actor,
+    admin: Actor,
+    gina: Actor,
+) -> StoreTables:
+    """A store holding thirty events over acme and globex, its ledger closed."""
+    with Ledger.open(durable_url, clock=clock) as ledger:
+        acme = [ledger.create_key(alice, name=f"Acme {i}").key_id for i in range(5)]
+        globex = [ledger.create_key(gina, name=f"Globex {i}").key_id for i in range(5)]
+        for acme_key, globex_key in zip(acme, globex, strict=True):
+            clock.advance(seconds=7)
+            ledger.regenerate_key(alice, acme_key, grace=True)
+            ledger.regenerate_key(gina, globex_key, grace=False)
+        ledger.create_key(bob, name="Bob one")
+        ledger.create_key(bob, name="Bob two")
+        ledger.revoke_key(alice, acme[4], reason="unused")
+        ledger.revoke_key(gina, globex[4])
+        ledger.revoke_user_access(admin, "bob")
+        ledger.regenerate_key(alice, acme[0], grace=False)
+        ledger.regenerate_key(gina, globex[0], grace=True)
+        ledger.create_key(alice, name="Acme late")
+        ledger.create_key(gina, name="Globex late")
+        ledger.revoke_key(alice, acme[1])
+    return store_tables(durable_url)
+
+
+def nth(rows: list[StoredRow], account: object, topic: str, index: int) -> StoredRow:
+    """The ``index``-th stored event of ``account`` with ``topic``."""
+    return [row for row in rows if row.originator_id == account and row.topic == topic][index]
+
+
+def next_of_account(rows: list[StoredRow], row: StoredRow) -> StoredRow:
+    """The event of the same account that follows ``row``."""
+    return next(r for r in rows if r.originator_id == row.originator_id and r.position > row.position)
+
+
+def checked(url: str, clock: ManualClock) -> tuple[IntegrityReport, int]:
+    """Open a fresh ledger on ``url``; its integrity report and position."""
+    with Ledger.open(url, clock=clock) as ledger:
+        return ledger.check_integrity(), ledger.position
+
+
+def one_byte_changed(state: bytes, field: str) -> bytes:
+    """``state`` with the first character of ``field``'s string value changed to another
+    character of the same kind, so the JSON stays valid and the value keeps its shape."""
+    marker = f'"{field}":"'.encode()
+    at = state.index(marker) + len(marker)
+    old = chr(state[at])
+    new = ("1" if old != "1" else "2") if old.isdigit() else ("b" if old.lower() != "b" else "c")
+    new = new.upper() if old.isupper() else new
+    changed = state[:at] + new.encode() + state[at + 1 :]
+    assert len(changed) == len(state)
+    assert sum(a != b for a, b in zip(changed, state, strict=True)) == 1
+    assert json.loads(changed)[field] != json.loads(state)[field]
+    return changed
+
+
+class TestAnUntouchedLedger:
+    """Nothing tampered: the check passes over every event."""
+
+    def test_checks_every_event_and_passes(
+        self, tables: StoreTables, durable_url: str, clock: ManualClock
+    ) -> None:
+        """An untouched ledger reports ok with every stored event checked."""
+        rows = tables.rows()
+
+        report, position = checked(durable_url, clock)
+
+        assert len(rows) == EVENTS
+        assert report.ok, report
+        assert report.events_checked == EVENTS == position
+        assert report.first_bad_position is None
+
+
+EDITS: dict[str, Callable[[list[StoredRow]], tuple[StoredRow, str]]] = {
+    "a key's name": lambda rows: (nth(rows, ACME, CREATED, 2), "name"),
+    "a regeneration's actor": lambda rows: (nth(rows, GLOBEX, REGENERATED, 1), "actor"),
+    "a new secret's digest": lambda rows: (nth(rows, ACME, REGENERATED, 3), "digest"),
+    "a timestamp": lambda rows: (nth(rows, GLOBEX, CREATED, 3), "timestamp"),
+    "the chain itself": lambda rows: (nth(rows, ACME, REVOKED, 0), "chain"),
+}
+
+
+class TestAnEditedEvent:
+    """One byte changed inside a stored event's JSON is caught at that event."""
+
+    @pytest.mark.parametrize("edit", EDITS.values(), ids=EDITS.keys())
+    def test_is_reported_at_its_position(
+        self,
+        tables: StoreTables,
+        durable_url: str,
+        clock: ManualClock,
+        edit: Callable[[list[StoredRow]], tuple[StoredRow, str]],
+    ) -> None:
+        """Changing one character of a stored field is reported at that event's position."""
+        rows = tables.rows()
+        target, field = edit(rows)
+        tables.set_state(target.position, one_byte_changed(target.state, field))
+
+        report, position = checked(durable_url, clock)
+
+        assert 1 < target.position < EVENTS
+        assert not report.ok
+        assert report.first_bad_position == target.position
+        assert report.events_checked == target.position
+        assert report.reason
+        assert position == EVENTS
+
+
+DELETIONS: dict[str, Callable[[list[StoredRow]], StoredRow]] = {
+    "a regeneration": lambda rows: nth(rows, ACME, REGENERATED, 1),
+    "a key's creation": lambda rows: nth(rows, ACME, CREATED, 1),
+}
+
+
+class TestADeletedEvent:
+    """An event removed from the middle of an account's stream is caught."""
+
+    @pytest.mark.parametrize("choose", DELETIONS.values(), ids=DELETIONS.keys())
+    def test_is_reported_at_the_accounts_next_event(
+        self,
+        tables: StoreTables,
+        durable_url: str,
+        clock: ManualClock,
+        choose: Callable[[list[StoredRow]], StoredRow],
+    ) -> None:
+        """Deleting a middle event is reported at the next event of the same account."""
+        rows = tables.rows()
+        target = choose(rows)
+        following = next_of_account(rows, target)
+        tables.delete(target.position)
+
+        report, _ = checked(durable_url, clock)
+
+        assert target.version > 1
+        assert not report.ok
+        assert report.first_bad_position == following.position
+        assert report.reason
+
+
+SWAPS: dict[str, Callable[[list[StoredRow]], tuple[StoredRow, StoredRow]]] = {
+    "two creations": lambda rows: (nth(rows, ACME, CREATED, 1), nth(rows, ACME, CREATED, 3)),
+    "a creation and a regeneration": lambda rows: (
+        nth(rows, GLOBEX, CREATED, 2),
+        nth(rows, GLOBEX, REGENERATED, 2),
+    ),
+}
+
+
+class TestSwappedEvents:
+    """Two events of one account whose stored states change places are caught."""
+
+    @pytest.mark.parametrize("choose", SWAPS.values(), ids=SWAPS.keys())
+    def test_are_reported_at_the_first(
+        self,
+        tables: StoreTables,
+        durable_url: str,
+        clock: ManualClock,
+        choose: Callable[[list[StoredRow]], tuple[StoredRow, StoredRow]],
+    ) -> None:
+        """Swapping the states of two events of one account is reported at the earlier one."""
+        first, second = choose(tables.rows())
+        tables.set_state(first.position, second.state)
+        tables.set_state(second.position, first.state)
+
+        report, _ = checked(durable_url, clock)
+
+        assert first.originator_id == second.originator_id
+        assert first.position < second.position
+        assert not report.ok
+        assert report.first_bad_position == first.position
+        assert report.reason
+
+
+RELABELS: dict[str, Callable[[list[StoredRow]], tuple[StoredRow, str]]] = {
+    "a revocation as a restored user": lambda rows: (
+        nth(rows, GLOBEX, REVOKED, 0),
+        "keyledger.UserAccessRestored",
+    ),
+    "a regeneration under an unknown name": lambda rows: (
+        nth(rows, ACME, REGENERATED, 2),
+        "keyledger.KeyDisabled",
+    ),
+    "a regeneration as a creation": lambda rows: (nth(rows, ACME, REGENERATED, 4), CREATED),
+}
+
+
+class TestARelabelledEvent:
+    """An event whose stored topic is replaced is caught."""
+
+    @pytest.mark.parametrize("choose", RELABELS.values(), ids=RELABELS.keys())
+    def test_is_reported_at_its_position(
+        self,
+        tables: StoreTables,
+        durable_url: str,
+        clock: ManualClock,
+        choose: Callable[[list[StoredRow]], tuple[StoredRow, str]],
+    ) -> None:
+        """Replacing an event's topic is reported at that event's position."""
+        target, topic = choose(tables.rows())
+        tables.set_topic(target.position, topic)
+
+        report, _ = checked(durable_url, clock)
+
+        assert target.topic != topic
+        assert not report.ok
+        assert report.first_bad_position == target.position
+        assert report.reason

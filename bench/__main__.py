@@ -1,0 +1,147 @@
+"""``python -m bench``: every case of issue 5 against its floor, one table, results.json.
+
+BENCH_SCALE=small   every case in under two minutes on 2 cores (default: the issue's sizes)
+BENCH_SMOKE=1       every case once at a tiny size; fails if a case produced no figure
+BENCH_ACCOUNTS=N    the large store holds N accounts of 1,000 keys (default 1,000)
+BENCH_CACHE=0|DIR   where the large store is cached between runs (0: not at all)
+BENCH_ONLY=a,b      run only these cases (names as listed by BENCH_ONLY=?)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.account_cases import account_rows
+from bench.command_cases import sqlite_command_rows
+from bench.harness import Row, chosen_scale, render
+from bench.postgres_cases import postgres_command_rows
+from bench.revocation import revocation_rows
+from bench.store_cases import audit_rows, integrity_rows, rebuild_rows
+from bench.verify_cases import memory_rows, open_rows, verify_rows
+from bench.workspace import Workspace
+
+Case = Callable[[Workspace], list[Row]]
+CASES: dict[str, tuple[Case, list[str]]] = {
+    "verify": (verify_rows, ["verify a raw key", "verify a Basic header"]),
+    "memory": (memory_rows, ["index memory per valid key"]),
+    "open": (open_rows, ["open ledger until first verify"]),
+    "sqlite-commands": (sqlite_command_rows, ["commands on a SQLite file"]),
+    "account-size": (account_rows, ["commands on a 10,000-key account"]),
+    "postgres-commands": (postgres_command_rows, ["commands on PostgreSQL, 1 writer", "... 4 writers"]),
+    "rebuild": (rebuild_rows, ["rebuild all projections"]),
+    "audit": (audit_rows, ["audit by key", "by actor", "by account and month", "by action"]),
+    "revocation": (revocation_rows, ["revocation seen by another process (SQLite, PostgreSQL; busy, idle)"]),
+    "integrity": (integrity_rows, ["integrity check"]),
+}
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_start": os.getloadavg(),
+    }
+
+
+def main() -> int:
+    scale = chosen_scale()
+    smoke = os.environ.get("BENCH_SMOKE") == "1"
+    only = [name for name in os.environ.get("BENCH_ONLY", "").split(",") if name]
+    if only == ["?"]:
+        print("\n".join(CASES))
+        return 0
+    unknown = set(only) - set(CASES)
+    if unknown:
+        print(f"unknown case(s): {', '.join(sorted(unknown))}; known: {', '.join(CASES)}", file=sys.stderr)
+        return 2
+    about = machine()
+    print(
+        f"keyledger bench, scale {scale.name}{' (smoke)' if smoke else ''}: "
+        f"{about['nproc']} x {about['cpu']}, Python {about['python']}, "
+        f"load average {' '.join(f'{v:.2f}' for v in about['load_average_start'])}",
+        flush=True,
+    )
+    rows: list[Row] = []
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="keyledger-bench-") as folder:
+        space = Workspace(scale, Path(folder), cache=not smoke and scale.name == "default")
+        for name, (case, metrics) in CASES.items():
+            if only and name not in only:
+                continue
+            start = time.perf_counter()
+            print(f"  {name} ...", end="", flush=True)
+            try:
+                produced = case(space)
+            except Exception as error:
+                traceback.print_exc()
+                failure = f"{type(error).__name__}: {error}"
+                produced = [Row(metric, "-", "-", "", error=failure) for metric in metrics]
+            timings[name] = time.perf_counter() - start
+            print(f" {timings[name]:.1f} s", flush=True)
+            if not produced:
+                produced = [Row(metric, "-", "-", "", error="the case produced no row") for metric in metrics]
+            rows.extend(produced)
+        stores = {
+            "large": space._large.how if space._large else None,
+            "accounts": space._accounts.how if space._accounts else None,
+        }
+    about["load_average_end"] = os.getloadavg()
+    total = time.perf_counter() - began
+    print()
+    print(render(rows))
+    print()
+    print(
+        f"{total:.0f} s in all; load average at the end "
+        f"{' '.join(f'{v:.2f}' for v in about['load_average_end'])} on {about['nproc']} cores. "
+        "Ratios: median over back-to-back (floor, keyledger) pairs; 1.0 = as fast as the floor."
+    )
+    for name, how in stores.items():
+        if how:
+            print(f"{name} store: {how}")
+    RESULTS.write_bytes(
+        orjson.dumps(
+            {
+                "scale": scale.name,
+                "smoke": smoke,
+                "finished": datetime.now(UTC).isoformat(),
+                "seconds": total,
+                "case_seconds": timings,
+                "machine": about,
+                "stores": stores,
+                "rows": [row.as_json() for row in rows],
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    missing = [row.metric for row in rows if row.error is not None or row.keyledger is None]
+    if missing:
+        print(f"no figure for: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,6 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -67,7 +66,7 @@ def jsonable(value: BaseModel | Principal) -> dict[str, Any]:
     """A model or principal as plain JSON types (instants as ISO 8601 strings)."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    data = asdict(value)
+    data = value._asdict()
     data["grace_until"] = None if value.grace_until is None else when(value.grace_until)
     return data
 

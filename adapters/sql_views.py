@@ -29,7 +29,7 @@ from keyledger.projections.audit import AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.facts import Fact
 from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
-from keyledger.projections.valid_keys import IndexEntry
+from keyledger.projections.valid_keys import Principal
 
 KEY_COLUMNS = (
     "account, key_id, name, purpose, application, created_by, created_at, created_position, hint, "
@@ -94,7 +94,7 @@ class _Batch(ViewWriter):
 
     def __init__(self, views: SQLViews, cursor: Any, *, fresh: bool) -> None:
         self.views, self.cursor, self.fresh = views, cursor, fresh
-        self.entries: dict[bytes, IndexEntry | None] = {}
+        self.entries: dict[bytes, Principal | None] = {}
         self.secrets: dict[bytes, tuple[str, str]] = {}
         self.rows: dict[tuple[str, str], KeyRow] = {}
         self.heads: dict[str, str] = {}
@@ -107,7 +107,7 @@ class _Batch(ViewWriter):
         self.cursor.execute(self.views.sql(statement), params)
         return self.cursor.fetchone()
 
-    def entry(self, digest: bytes) -> IndexEntry | None:
+    def entry(self, digest: bytes) -> Principal | None:
         if digest in self.entries:
             return self.entries[digest]
         record = self._one(
@@ -115,9 +115,9 @@ class _Batch(ViewWriter):
         )
         if record is None:
             return None
-        return IndexEntry(record["account"], record["key_id"], record["name"], unstamp(record["valid_until"]))
+        return Principal(record["account"], record["key_id"], record["name"], unstamp(record["valid_until"]))
 
-    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, IndexEntry]]) -> None:
+    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, Principal]]) -> None:
         for digest in drops:
             self.entries[digest] = None
         self.entries.update(puts)
@@ -157,7 +157,7 @@ class _Batch(ViewWriter):
         views, cursor = self.views, self.cursor
         gone = [[digest] for digest, entry in self.entries.items() if entry is None]
         kept = [
-            [digest, entry.account, entry.key_id, entry.name, stamp(entry.valid_until)]
+            [digest, entry.account, entry.key_id, entry.name, stamp(entry.grace_until)]
             for digest, entry in self.entries.items()
             if entry is not None
         ]
@@ -259,12 +259,12 @@ class SQLViews(ViewStore):
             cursor.execute(self.sql(statement), params)
             return list(cursor.fetchall())
 
-    def valid_entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+    def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
         with self.read_cursor() as cursor:
             cursor.execute(self.sql("SELECT digest, account, key_id, name, valid_until FROM {valid}"))
             while records := cursor.fetchmany(10_000):
                 for r in records:
-                    entry = IndexEntry(r["account"], r["key_id"], r["name"], unstamp(r["valid_until"]))
+                    entry = Principal(r["account"], r["key_id"], r["name"], unstamp(r["valid_until"]))
                     yield bytes(r["digest"]), entry
 
     def _views(self, where: str, params: Sequence[Any], now: datetime) -> list[KeyView]:

@@ -12,6 +12,7 @@ verification refuses an ended secret the instant the command returns.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -71,6 +72,7 @@ DEFAULT_GRACE_PERIOD = timedelta(hours=12)
 MIN_GRACE_PERIOD = timedelta(minutes=1)
 MAX_GRACE_PERIOD = timedelta(days=7)
 DEFAULT_MAX_ATTEMPTS = 10
+_sha256 = hashlib.sha256
 PREFIX_VARIABLE = "KEYLEDGER_KEY_PREFIX"
 GRACE_VARIABLE = "KEYLEDGER_GRACE_SECONDS"
 
@@ -108,6 +110,8 @@ class Ledger:
         self.grace_period = grace_period
         self.key_prefix = keyformat.check_prefix(key_prefix)
         self._clock = clock
+        self._key_head = self.key_prefix + "_"
+        self._key_length = len(self._key_head) + keyformat.BODY_LENGTH
         self._max_attempts = max_attempts
         self.strict = strict
         """Whether :meth:`verify` checks the log head before every answer."""
@@ -119,7 +123,9 @@ class Ledger:
         self._sweeper: threading.Thread | None = None
         self._store = self._guard(app.construct_views)
         self._follower = self._guard(lambda: Follower(app.recorder, mapper, self._store))
-        self._usage = UsageRecorder(self._store)
+        self._usage = UsageRecorder(self._store, clock)
+        self._uses = self._usage.pending
+        self._now()  # a clock that returns naive datetimes is refused here, not on the hot path
         if follow and app.is_shared:
             self._follower.follow(subscribe=app.can_subscribe)
 
@@ -291,37 +297,62 @@ class Ledger:
         With ``strict`` (default: the ledger's), the log head is checked first; if the
         store cannot be reached, the answer is ``None`` (fail closed).
         """
+        if at is not None or (self.strict if strict is None else strict):
+            return self._verify_checked(credential, at)
+        # The hot path: a raw key of the right shape goes straight to its digest; anything
+        # else is parsed (Basic, Bearer, whitespace) or refused. The checksum and the base62
+        # alphabet are not checked here: a digest hit implies both.
+        if (
+            type(credential) is str
+            and len(credential) == self._key_length
+            and credential.startswith(self._key_head)
+            and credential.isascii()
+        ):
+            digest = _sha256(credential.encode()).digest()
+        else:
+            key = keyformat.extract_key(credential, self.key_prefix)
+            if key is None:
+                return None
+            digest = _sha256(key.encode()).digest()
+        principal = self._follower.index.get(digest)
+        if principal is None:
+            return None
+        if principal.grace_until is not None and self._clock() >= principal.grace_until:
+            return None
+        if digest not in self._uses:
+            self._usage.note(digest, principal)
+        return principal
+
+    def _verify_checked(self, credential: object, at: datetime | None) -> Principal | None:
+        """Verification at a past instant, or after checking the log head (strict)."""
         key = keyformat.extract_key(credential, self.key_prefix)
         if key is None:
             return None
-        digest = keyformat.digest(key)
         if at is not None:
-            return self._verify_at(digest, _aware("at", at))
-        if self.strict if strict is None else strict:
-            try:
-                if self._follower.head() > self._follower.position:
-                    self._follower.catch_up()
-            except (PersistenceError, KeyLedgerError) as error:
-                logger.warning("strict verification refused: store unreachable (%s)", type(error).__name__)
-                return None
-        entry = self._follower.index.lookup(digest)
-        if entry is None:
+            return self._verify_at(keyformat.digest(key), _aware("at", at))
+        if not self._at_head():
             return None
-        now = self._now()
-        if entry.valid_until is not None and now >= entry.valid_until:
-            return None
-        self._usage.note(entry.account, entry.key_id, now)
-        return Principal(entry.account, entry.key_id, entry.name, entry.valid_until)
+        return self.verify(key, strict=False)
+
+    def _at_head(self) -> bool:
+        """Catch up with the log head; ``False`` if the store cannot be reached."""
+        try:
+            if self._follower.head() > self._follower.position:
+                self._follower.catch_up()
+        except (PersistenceError, KeyLedgerError) as error:
+            logger.warning("strict verification refused: store unreachable (%s)", type(error).__name__)
+            return False
+        return True
 
     def _verify_at(self, digest: bytes, at: datetime) -> Principal | None:
         owner = self._guard(lambda: self._store.secret_owner(digest))
         if owner is None:
             return None
         views = self._guard(lambda: replay(self._app.recorder, self._mapper, owner[0], at))
-        entry = views.index.lookup(digest)
-        if entry is None or (entry.valid_until is not None and at >= entry.valid_until):
+        principal = views.index.get(digest)
+        if principal is None or (principal.grace_until is not None and at >= principal.grace_until):
             return None
-        return Principal(entry.account, entry.key_id, entry.name, entry.valid_until)
+        return principal
 
     def keys(self, account: str = DEFAULT_ACCOUNT, *, at: datetime | None = None) -> list[KeyView]:
         """The account's keys in creation order: labels, creator, status, hint, the

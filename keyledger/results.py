@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr
+
+from keyledger.projections.valid_keys import Principal
+
+__all__ = ["IntegrityReport", "IssuedKey", "Principal"]
 
 
 class IssuedKey(BaseModel):
@@ -22,17 +23,6 @@ class IssuedKey(BaseModel):
     hint: str
     previous_valid_until: AwareDatetime | None = None
     """After a regeneration with grace: when the previous secret stops working."""
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a verified credential authenticates: one key of one account."""
-
-    account: str
-    key_id: str
-    name: str
-    grace_until: datetime | None
-    """``None`` for a key's current secret; the deadline for a secret in grace."""
 
 
 class IntegrityReport(BaseModel):

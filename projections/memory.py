@@ -15,17 +15,17 @@ from keyledger.projections.audit import AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.facts import Fact
 from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
-from keyledger.projections.valid_keys import IndexEntry, ValidKeyIndex
+from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 
 
 class _MemoryWriter(ViewWriter):
     def __init__(self, views: MemoryViews) -> None:
         self.views = views
 
-    def entry(self, digest: bytes) -> IndexEntry | None:
+    def entry(self, digest: bytes) -> Principal | None:
         return self.views.index.lookup(digest)
 
-    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, IndexEntry]]) -> None:
+    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, Principal]]) -> None:
         self.views.index.change(drops, puts)
 
     def remember_secret(self, digest: bytes, account: str, key_id: str) -> None:
@@ -75,7 +75,7 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
             self.insert_tracking(Tracking(VIEWS_NAME, facts[-1].position))
             return True
 
-    def valid_entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+    def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
         with self.lock:
             return iter(self.index.entries())
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from keyledger.projections.audit import AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.facts import Fact
-from keyledger.projections.valid_keys import IndexEntry
+from keyledger.projections.valid_keys import Principal
 
 VIEWS_NAME = "keyledger_views"
 """The name the views' position is tracked under."""
@@ -28,11 +28,11 @@ class ViewWriter(ABC):
     """The writes of one transaction of the views."""
 
     @abstractmethod
-    def entry(self, digest: bytes) -> IndexEntry | None:
+    def entry(self, digest: bytes) -> Principal | None:
         """The valid-key entry of ``digest``, if any."""
 
     @abstractmethod
-    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, IndexEntry]]) -> None:
+    def change_entries(self, drops: Sequence[bytes], puts: Sequence[tuple[bytes, Principal]]) -> None:
         """Remove ``drops`` from the valid-key table, then add ``puts``."""
 
     @abstractmethod
@@ -75,7 +75,7 @@ class ViewStore(ABC):
         rolled-back inserts), so only ``after`` says what the facts follow."""
 
     @abstractmethod
-    def valid_entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+    def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
         """Every row of the valid-key table."""
 
     @abstractmethod

@@ -1,8 +1,8 @@
-"""The valid-key index: secret digest -> (account, key id, name, valid until).
+"""The valid-key index: secret digest -> Principal (account, key id, name, grace until).
 
 This is what verification reads, once per request: a dict keyed by the 32-byte
 SHA-256 digest, so lookup time does not depend on how much of a secret matched.
-``valid_until`` is ``None`` for a key's current secret and the grace deadline for a
+``grace_until`` is ``None`` for a key's current secret and the grace deadline for a
 retired one; validity is ``now < valid_until`` whether or not ``GraceExpired`` has been
 recorded yet.
 """
@@ -17,39 +17,44 @@ from typing import NamedTuple
 from keyledger.projections.facts import Fact, parse_time
 
 
-class IndexEntry(NamedTuple):
-    """Where a digest leads: the key it belongs to and how long it works."""
+class Principal(NamedTuple):
+    """Who a verified credential authenticates: one key of one account.
+
+    The index holds these immutable tuples themselves, so verification returns one
+    without building anything.
+    """
 
     account: str
     key_id: str
     name: str
-    valid_until: datetime | None
+    grace_until: datetime | None
+    """``None`` for a key's current secret; the deadline of a secret in grace."""
 
 
-Changes = tuple[list[bytes], list[tuple[bytes, IndexEntry]]]
+Changes = tuple[list[bytes], list[tuple[bytes, Principal]]]
 
 
-def index_changes(fact: Fact, entry_of: Callable[[bytes], IndexEntry | None]) -> Changes:
+def index_changes(fact: Fact, entry_of: Callable[[bytes], Principal | None]) -> Changes:
     """The digests one event ends and the entries it adds, in that order.
 
     ``entry_of`` looks up a digest's current entry (a regenerated key keeps its name).
     """
     data = fact.data
     drops = [bytes.fromhex(digest) for digest in data.get("ended_digests", ())]
-    puts: list[tuple[bytes, IndexEntry]] = []
+    puts: list[tuple[bytes, Principal]] = []
     action = fact.action
     if action == "KeyCreated":
-        entry = IndexEntry(fact.account, sys.intern(data["key_id"]), data["name"], None)
+        entry = Principal(fact.account, sys.intern(data["key_id"]), data["name"], None)
         puts.append((bytes.fromhex(data["digest"]), entry))
     elif action == "KeyRegenerated":
         retired = bytes.fromhex(data["retired_digest"])
         old = entry_of(retired)
         account, key_id, name = fact.account, sys.intern(data["key_id"]), old.name if old else ""
         if data["mode"] == "grace":
-            puts.append((retired, IndexEntry(account, key_id, name, parse_time(data["grace_until"]))))
+            puts.append((retired, Principal(account, key_id, name, parse_time(data["grace_until"]))))
         else:
             drops.append(retired)
-        puts.append((bytes.fromhex(data["digest"]), IndexEntry(account, key_id, name, None)))
+        puts.append((bytes.fromhex(data["digest"]), Principal(account, key_id, name, None)))
     elif action == "GraceExpired":
         drops.append(bytes.fromhex(data["retired_digest"]))
     return drops, puts
@@ -58,13 +63,15 @@ def index_changes(fact: Fact, entry_of: Callable[[bytes], IndexEntry | None]) ->
 class ValidKeyIndex:
     """Digests of every secret that works now or until a grace deadline."""
 
-    def __init__(self, entries: Iterable[tuple[bytes, IndexEntry]] = ()) -> None:
-        self._entries: dict[bytes, IndexEntry] = dict(entries)
+    def __init__(self, entries: Iterable[tuple[bytes, Principal]] = ()) -> None:
+        self._entries: dict[bytes, Principal] = dict(entries)
+        self.get = self._entries.get
+        """The principal of a digest, or ``None`` (the dict's own ``get``: the hot path)."""
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, digest: bytes) -> IndexEntry | None:
+    def lookup(self, digest: bytes) -> Principal | None:
         """The entry for ``digest``, if that secret has not been ended."""
         return self._entries.get(digest)
 
@@ -73,13 +80,13 @@ class ValidKeyIndex:
         drops, puts = index_changes(fact, self._entries.get)
         self.change(drops, puts)
 
-    def change(self, drops: Iterable[bytes], puts: Iterable[tuple[bytes, IndexEntry]]) -> None:
+    def change(self, drops: Iterable[bytes], puts: Iterable[tuple[bytes, Principal]]) -> None:
         """Remove ``drops``, then add ``puts``."""
         entries = self._entries
         for digest in drops:
             entries.pop(digest, None)
         entries.update(puts)
 
-    def entries(self) -> list[tuple[bytes, IndexEntry]]:
+    def entries(self) -> list[tuple[bytes, Principal]]:
         """Every (digest, entry) pair, sorted by digest, for comparing views."""
         return sorted(self._entries.items())

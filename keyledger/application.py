@@ -18,6 +18,7 @@ from uuid import UUID
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import (
     IntegrityError,
+    InternalError,
     Mapper,
     OperationalError,
     PersistenceError,
@@ -35,6 +36,7 @@ from keyledger.projections.memory import MemoryViews
 from keyledger.projections.ports import ViewStore
 
 SNAPSHOT_INTERVAL = 100
+KEYRING_CACHE_SIZE = 128
 logger = logging.getLogger("keyledger")
 
 
@@ -50,7 +52,9 @@ def creating_tables(create: Callable[[], T]) -> T:
             return create()
         # sqlite3's own error escapes eventsourcing while a new connection switches the
         # file to WAL mode, which another process may be doing at the same moment.
-        except (IntegrityError, ProgrammingError, OperationalError, sqlite3.OperationalError):
+        # PostgreSQL's catalogue reports "tuple concurrently updated" (InternalError) to
+        # the loser of two concurrent CREATE ... IF NOT EXISTS.
+        except (IntegrityError, ProgrammingError, OperationalError, InternalError, sqlite3.OperationalError):
             if attempt == CREATE_ATTEMPTS:
                 raise
             time.sleep(0.05 * attempt)
@@ -67,7 +71,16 @@ class KeyringApplication(Application[UUID]):
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Only what the Ledger passes: a stray POSTGRES_* or *_SQLITE_DBNAME in the
         # process environment must never redirect the ledger to another store.
-        settings = {"IS_SNAPSHOTTING_ENABLED": "y", **(env or {})}
+        settings = {
+            "IS_SNAPSHOTTING_ENABLED": "y",
+            # Recently used Keyrings stay in memory and are brought up to date with the
+            # events since, instead of being rebuilt from their snapshot for every command;
+            # the Ledger serialises commands per account and drops a Keyring that a failed
+            # command changed, so the cache can hand out the object itself (no deep copy).
+            "AGGREGATE_CACHE_MAXSIZE": str(KEYRING_CACHE_SIZE),
+            "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+            **(env or {}),
+        }
         return Environment(name, settings)
 
     def construct_transcoder(self) -> Transcoder:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, MapperDeserialisationError
+from eventsourcing.utils import resolve_topic
 
-from keyledger.adapters.transcoding import PydanticMapper
+from keyledger.adapters.transcoding import PydanticMapper, upcast
 from keyledger.domain.chain import GENESIS, link
+from keyledger.projections.facts import Fact, action_of
+from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 from keyledger.results import IntegrityReport
 
 PAGE_SIZE = 1000
@@ -18,13 +21,20 @@ def check_integrity(
     recorder: ApplicationRecorder,
     mapper: PydanticMapper,
     progress: Callable[[int, int], None] | None = None,
+    valid_entries: Callable[[], Iterable[tuple[bytes, Principal]]] | None = None,
 ) -> IntegrityReport:
     """Recompute every event's chain in global order; report the first that breaks.
 
     An edited event breaks its own link; a deleted or reordered one breaks the version
     sequence or the next link. Removing an account's newest events leaves a shorter,
     valid chain: compare with an exported checkpoint to catch that.
+
+    With ``valid_entries`` (the stored valid-key table), the table that verification
+    loads is also compared with the one the checked events give: a forged, altered or
+    missing row is reported (``first_bad_position`` is then ``None``; rebuild the
+    projections to repair it).
     """
+    expected = ValidKeyIndex()
     total = recorder.max_notification_id() or 0
     heads: dict[UUID | str, tuple[int, str]] = {}
     checked = 0
@@ -32,6 +42,14 @@ def check_integrity(
     while True:
         page = recorder.select_notifications(start=position + 1, limit=PAGE_SIZE)
         if not page:
+            if valid_entries is not None:
+                stored = sorted(valid_entries())
+                if stored != expected.entries():
+                    differing = len(set(stored) ^ set(expected.entries()))
+                    return IntegrityReport(
+                        ok=False, events_checked=checked,
+                        reason=f"the valid-key table differs from the events in {differing} row(s)",
+                    )  # fmt: skip
             return IntegrityReport(ok=True, events_checked=checked)
         if progress is not None:
             progress(page[-1].id, max(total, page[-1].id))
@@ -64,3 +82,8 @@ def check_integrity(
                     ok=False, events_checked=checked, first_bad_position=position, reason=reason
                 )
             heads[notification.originator_id] = (notification.originator_version, chain or "")
+            if "class_version" in state:
+                upcast(resolve_topic(notification.topic), state)
+            expected.apply(
+                Fact(position, notification.originator_version, action_of(notification.topic), state, 0)
+            )

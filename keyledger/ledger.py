@@ -12,6 +12,7 @@ verification refuses an ended secret the instant the command returns.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -73,6 +74,8 @@ MIN_GRACE_PERIOD = timedelta(minutes=1)
 MAX_GRACE_PERIOD = timedelta(days=7)
 DEFAULT_MAX_ATTEMPTS = 10
 _sha256 = hashlib.sha256
+LOCK_STRIPES = 64
+"""Commands on accounts whose names hash alike wait for each other, in one process."""
 PREFIX_VARIABLE = "KEYLEDGER_KEY_PREFIX"
 GRACE_VARIABLE = "KEYLEDGER_GRACE_SECONDS"
 
@@ -121,6 +124,7 @@ class Ledger:
         self._closed = False
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._account_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._store = self._guard(app.construct_views)
         self._follower = self._guard(lambda: Follower(app.recorder, mapper, self._store))
         self._usage = UsageRecorder(self._store, clock)
@@ -443,14 +447,18 @@ class Ledger:
         per creator, and working keys of revoked creators (always 0)."""
         moment = self._now() if now is None else _aware("now", now)
         account = check_identifier("account", account)
-        keyring = self._guard(lambda: self._load(account, moment))
+        with self._lock_for(account):
+            revoked_users = set(self._guard(lambda: self._load(account, moment)).revoked_users)
         keys = self._guard(lambda: self._store.keys(account, moment))
-        return build_report(account, keys, keyring.revoked_users, moment, stale_after, unused_after)
+        return build_report(account, keys, revoked_users, moment, stale_after, unused_after)
 
     def check_integrity(self, progress: Callable[[int, int], None] | None = None) -> IntegrityReport:
-        """Check every stored event against its account's hash chain, calling
-        ``progress(position, head)`` after each page."""
-        return self._guard(lambda: check_integrity(self._app.recorder, self._mapper, progress))
+        """Check every stored event against its account's hash chain, and the valid-key
+        table that verification loads against those events; calls ``progress(position,
+        head)`` after each page."""
+        return self._guard(
+            lambda: check_integrity(self._app.recorder, self._mapper, progress, self._store.valid_entries)
+        )
 
     def sync(self) -> None:
         """Apply every event recorded so far (by any process) to this process's views,
@@ -518,24 +526,47 @@ class Ledger:
             return Keyring(keyring_id, account, now)
         return keyring
 
+    def _lock_for(self, account: str) -> threading.Lock:
+        return self._account_locks[hash(account) % LOCK_STRIPES]
+
+    def _forget(self, account: str) -> None:
+        """Drop the cached Keyring, which a failed command may have changed."""
+        cache = self._app.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                cache.get(Keyring.id_for(account), evict=True)
+
     def _command(self, account: str, decide: Callable[[Keyring, datetime], T]) -> T:
-        for attempt in range(self._max_attempts):
-            now = self._now()
-            keyring = self._guard(partial(self._load, account, now))
-            result = decide(keyring, now)
-            if not keyring.pending_events:
+        # Keyrings come from the aggregate cache as they are (no deep copy), brought up to
+        # date with the events since; so one thread at a time per account, and a Keyring
+        # a failed command may have changed is dropped from the cache.
+        with self._lock_for(account):
+            for attempt in range(self._max_attempts):
+                now = self._now()
+                keyring = self._guard(partial(self._load, account, now))
+                try:
+                    result = decide(keyring, now)
+                except BaseException:
+                    if keyring.pending_events:  # pragma: no cover - rules raise before events
+                        self._forget(account)
+                    raise
+                if not keyring.pending_events:
+                    return result
+                try:
+                    recordings = self._app.save(keyring)
+                except IntegrityError:
+                    self._forget(account)
+                    logger.debug("account %r changed concurrently; attempt %d", account, attempt + 1)
+                    # Full jitter, doubling up to 100 ms: losers spread out, not collide again.
+                    time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))  # noqa: S311 - jitter
+                    continue
+                except BaseException as error:
+                    self._forget(account)
+                    if isinstance(error, PersistenceError):
+                        raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None
+                    raise
+                self._follow(recordings)
                 return result
-            try:
-                recordings = self._app.save(keyring)
-            except IntegrityError:
-                logger.debug("account %r changed concurrently; attempt %d", account, attempt + 1)
-                # Full jitter, doubling up to 100 ms: losers spread out instead of colliding again.
-                time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))  # noqa: S311 - jitter only
-                continue
-            except PersistenceError as error:
-                raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None
-            self._follow(recordings)
-            return result
         raise Conflict(
             f"account {account!r} kept changing under {self._max_attempts} attempts; nothing was "
             "recorded, try again"

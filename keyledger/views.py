@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError
 
@@ -44,6 +45,8 @@ class Follower:
         self.index = ValidKeyIndex(store.valid_entries())
         self._changed = threading.Event()
         self._stopping = threading.Event()
+        self._subscription_lock = threading.Lock()
+        self._subscription: Any = None
         self._threads: list[threading.Thread] = []
         self.catch_up()
 
@@ -134,8 +137,13 @@ class Follower:
     def _listen(self) -> None:
         while not self._stopping.is_set():
             try:
-                with self.recorder.subscribe(gt=self.position) as subscription:
-                    self._subscription = subscription
+                # Created under the lock that stop() takes, so a subscription is either
+                # never made or always stopped: closing never waits for a timeout.
+                with self._subscription_lock:
+                    if self._stopping.is_set():
+                        return
+                    subscription = self._subscription = self.recorder.subscribe(gt=self.position)
+                with subscription:
                     for _ in subscription:
                         self._changed.set()
                         if self._stopping.is_set():
@@ -148,9 +156,9 @@ class Follower:
         """Stop following (idempotent)."""
         self._stopping.set()
         self._changed.set()
-        subscription = getattr(self, "_subscription", None)
-        if subscription is not None:
-            subscription.stop()
+        with self._subscription_lock:
+            if self._subscription is not None:
+                self._subscription.stop()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)

@@ -113,6 +113,7 @@ class StoreTables:
             self.position_column = "rowid"
         else:
             schema = dict(parse_qsl(urlsplit(url).query))["schema"]
+            self.schema = schema
             self.events = f"{schema}.keyledger_events"
             self.snapshots = f"{schema}.keyledger_snapshots"
             self.position_column = "notification_id"
@@ -153,6 +154,31 @@ class StoreTables:
         """The stored state of every snapshot."""
         return [bytes(state) for (state,) in self._execute(f"SELECT state FROM {self.snapshots}")]
 
+    def table_contents(self) -> dict[str, bytes]:
+        """Every row of every table of the store (the schema on PostgreSQL), as bytes:
+        binary columns as stored, every other value as its text."""
+        if self.is_sqlite:
+            names = [name for (name,) in self._execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        else:
+            schema = self.events.split(".")[0]
+            rows = self._execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", (schema,)
+            )
+            names = [f"{schema}.{name}" for (name,) in rows]
+        contents: dict[str, bytes] = {}
+        for name in names:
+            values = [value for row in self._execute(f"SELECT * FROM {name}") for value in row]
+            contents[name] = b"\n".join(_as_bytes(value) for value in values)
+        return contents
+
+    def copy_first_row(self, table: str, first: object) -> None:
+        """Insert into ``table`` (a name without schema) a copy of its first row with the
+        first column replaced by ``first``."""
+        name = table if self.is_sqlite else f"{self.schema}.{table}"
+        (row,) = self._execute(f"SELECT * FROM {name} LIMIT 1")
+        marks = ", ".join("?" * len(row))
+        self._execute(f"INSERT INTO {name} VALUES ({marks})", (first, *row[1:]))
+
     def stream_versions(self, account: str) -> list[int]:
         """The stored versions of an account's stream, in notification order."""
         keyring_id = Keyring.id_for(account)
@@ -182,6 +208,10 @@ class StoreTables:
         """Delete the event at ``position``."""
         changed = self._execute(f"DELETE FROM {self.events} WHERE {self.position_column} = ?", (position,))
         assert changed == 1
+
+
+def _as_bytes(value: object) -> bytes:
+    return bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
 
 
 def _uuid(value: object) -> UUID:

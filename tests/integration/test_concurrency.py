@@ -34,7 +34,7 @@ Summary = dict[str, Any]
 """What a worker printed (see ``WORKER``)."""
 
 WORKER = r"""
-import json, sys, time
+import json, sys, threading, time
 from keyledger import AccessRevoked, Actor, Conflict, Ledger, StoreUnavailable
 
 config = json.loads(sys.argv[1])
@@ -93,12 +93,19 @@ def wait_for_start():
 
 if config["task"] == "open":
     start = wait_for_start()
+    closing = []
     for turn, url in enumerate(config["urls"]):
         wait_until(start + turn * config["interval"])
         try:
-            Ledger.open(url).close()
+            opened = Ledger.open(url)
         except Exception as error:
             summary["open_errors"].append(f"{type(error).__module__}.{type(error).__qualname__}: {error}")
+            continue
+        # Close behind the next round, so a slow close never delays the next opening.
+        closing.append(threading.Thread(target=opened.close))
+        closing[-1].start()
+    for closer in closing:
+        closer.join()
 else:
     # Opening together is TestOpeningTogether's subject; here the writers only need to be open.
     for attempt in range(10):
@@ -216,7 +223,7 @@ class TestOpeningTogether:
         self, new_urls: Callable[[int], list[str]], tmp_path: Path
     ) -> None:
         """Four processes opening the same new store at once all succeed, store after store."""
-        urls = new_urls(4)
+        urls = new_urls(3)
         workers = [worker(user, task="open", urls=urls, interval=0.2) for user in ("a", "b", "c", "d")]
 
         summaries = run_workers(workers, tmp_path)
@@ -229,7 +236,7 @@ class TestOpeningTogether:
         """Four processes opening the same store, opened once before, all succeed, again and again."""
         (url,) = new_urls(1)
         Ledger.open(url).close()
-        urls = [url] * 6
+        urls = [url] * 3
         workers = [worker(user, task="open", urls=urls, interval=0.2) for user in ("a", "b", "c", "d")]
 
         summaries = run_workers(workers, tmp_path)

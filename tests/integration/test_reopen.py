@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -271,3 +273,29 @@ class TestReopeningAnAccountPastItsSnapshot:
         assert new_verifies.name == "After reopening"
         assert report.ok, report
         assert position == REGENERATIONS + 4
+
+
+class TestClosing:
+    """Closing a ledger releases everything it started."""
+
+    @pytest.mark.parametrize("work", [False, True], ids=["at once", "after a command"])
+    def test_leaves_none_of_its_threads_running(
+        self,
+        durable_url: str,
+        clock: ManualClock,
+        alice: Actor,
+        caplog: pytest.LogCaptureFixture,
+        work: bool,
+    ) -> None:
+        """After close returns (at once, as a CLI command does, or after a command), no thread
+        the ledger started is still running, and nothing was logged as failed."""
+        before = set(threading.enumerate())
+        ledger = Ledger.open(durable_url, clock=clock)
+        if work:
+            ledger.create_key(alice, name="Short-lived")
+
+        ledger.close()
+
+        left = sorted(t.name for t in set(threading.enumerate()) - before if t.is_alive())
+        assert left == []
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -16,6 +16,7 @@ import pytest
 
 from keyledger import Actor, IntegrityReport, Ledger, Permission
 from keyledger.domain import Keyring
+from keyledger.domain.keys import checksum, digest
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ GLOBEX = Keyring.id_for("globex")
 CREATED = "keyledger.KeyCreated"
 REGENERATED = "keyledger.KeyRegenerated"
 REVOKED = "keyledger.KeyRevoked"
+VALID_KEYS = "keyledger_valid"
+"""The materialised valid-key table (digest first), next to the events."""
 
 
 @pytest.fixture
@@ -247,3 +250,23 @@ class TestARelabelledEvent:
         assert not report.ok
         assert report.first_bad_position == target.position
         assert report.reason
+
+
+class TestAForgedValidKey:
+    """The valid-key table the ledger materialises next to its events is a projection,
+    not a source: a row written there without an event grants nothing."""
+
+    def test_a_digest_no_event_issued_never_verifies(
+        self, tables: StoreTables, durable_url: str, clock: ManualClock
+    ) -> None:
+        """A key whose digest is written straight into the valid-key table, next to a real
+        key's row, is refused, or else the integrity check reports the forgery."""
+        forged = "kl_" + "F0rgedF0rgedF0rgedF0rgedF0rged00"
+        forged += checksum(forged)
+        tables.copy_first_row(VALID_KEYS, digest(forged))
+
+        with Ledger.open(durable_url, clock=clock) as ledger:
+            principal = ledger.verify(forged)
+            report = ledger.check_integrity()
+
+        assert principal is None or not report.ok, (principal, report)

@@ -126,7 +126,7 @@ class Keyring:
         ended_digests: tuple[str, ...] = ()
 
         def apply(self, keyring: Keyring) -> None:
-            record = keyring.keys[self.key_id]
+            record = keyring.changing(self.key_id)
             retired = record.current
             if self.mode == "grace" and retired is not None:
                 record.grace.append(
@@ -150,7 +150,7 @@ class Keyring:
             return self.grace_until
 
         def apply(self, keyring: Keyring) -> None:
-            record = keyring.keys[self.key_id]
+            record = keyring.changing(self.key_id)
             record.grace = [s for s in record.grace if s.digest != self.retired_digest]
 
     class KeyRevoked(Event):
@@ -162,7 +162,7 @@ class Keyring:
         ended_digests: tuple[str, ...] = ()
 
         def apply(self, keyring: Keyring) -> None:
-            keyring.keys[self.key_id].end(self.timestamp, self.reason)
+            keyring.changing(self.key_id).end(self.timestamp, self.reason)
 
     class UserAccessRevoked(Event):
         """A user's access was revoked, and with it every key they created."""
@@ -175,7 +175,7 @@ class Keyring:
         def apply(self, keyring: Keyring) -> None:
             keyring.revoked_users.add(self.user_id)
             for key_id in self.removed_key_ids:
-                keyring.keys[key_id].end(self.timestamp, USER_REMOVED_REASON)
+                keyring.changing(key_id).end(self.timestamp, USER_REMOVED_REASON)
 
     class UserAccessRestored(Event):
         """A user's access was restored (new keys only: removed keys stay removed)."""
@@ -237,6 +237,22 @@ class Keyring:
     @modified_on.setter
     def modified_on(self, value: datetime) -> None:
         self._modified_on = value
+
+    def changing(self, key_id: str) -> KeyRecord:
+        """The key's record, replaced by a copy of it first: events never change a record
+        in place, so a :meth:`copy` shares records with its original safely."""
+        record = self.keys[key_id] = self.keys[key_id].model_copy(deep=True)
+        return record
+
+    def copy(self) -> Keyring:
+        """A copy for one command to change: its own dict of records and set of users
+        (records are shared until an event replaces them); the original stays as it was."""
+        clone = object.__new__(Keyring)
+        clone.__dict__.update(self.__dict__)
+        clone.keys = dict(self.keys)
+        clone.revoked_users = set(self.revoked_users)
+        clone._pending_events = []
+        return clone
 
     @property
     def pending_events(self) -> list[Keyring.Event]:

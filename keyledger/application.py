@@ -75,8 +75,8 @@ class KeyringApplication(Application[UUID]):
             "IS_SNAPSHOTTING_ENABLED": "y",
             # Recently used Keyrings stay in memory and are brought up to date with the
             # events since, instead of being rebuilt from their snapshot for every command;
-            # the Ledger serialises commands per account and drops a Keyring that a failed
-            # command changed, so the cache can hand out the object itself (no deep copy).
+            # commands decide on Keyring.copy() and never change the cached object, so the
+            # cache can hand it out as it is (no deep copy).
             "AGGREGATE_CACHE_MAXSIZE": str(KEYRING_CACHE_SIZE),
             "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
             **(env or {}),

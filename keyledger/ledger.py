@@ -12,7 +12,6 @@ verification refuses an ended secret the instant the command returns.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -529,42 +528,27 @@ class Ledger:
     def _lock_for(self, account: str) -> threading.Lock:
         return self._account_locks[hash(account) % LOCK_STRIPES]
 
-    def _forget(self, account: str) -> None:
-        """Drop the cached Keyring, which a failed command may have changed."""
-        cache = self._app.repository.cache
-        if cache is not None:
-            with contextlib.suppress(KeyError):
-                cache.get(Keyring.id_for(account), evict=True)
-
     def _command(self, account: str, decide: Callable[[Keyring, datetime], T]) -> T:
-        # Keyrings come from the aggregate cache as they are (no deep copy), brought up to
-        # date with the events since; so one thread at a time per account, and a Keyring
-        # a failed command may have changed is dropped from the cache.
+        # The cached Keyring is brought up to date with the events since it was cached and
+        # never changed by a command: each attempt decides on a copy, so losing a race
+        # leaves nothing to undo, and the retry only fast-forwards. One thread at a time
+        # per account, in one process (they would only conflict).
         with self._lock_for(account):
             for attempt in range(self._max_attempts):
                 now = self._now()
-                keyring = self._guard(partial(self._load, account, now))
-                try:
-                    result = decide(keyring, now)
-                except BaseException:
-                    if keyring.pending_events:  # pragma: no cover - rules raise before events
-                        self._forget(account)
-                    raise
+                keyring = self._guard(partial(self._load, account, now)).copy()
+                result = decide(keyring, now)
                 if not keyring.pending_events:
                     return result
                 try:
                     recordings = self._app.save(keyring)
                 except IntegrityError:
-                    self._forget(account)
                     logger.debug("account %r changed concurrently; attempt %d", account, attempt + 1)
                     # Full jitter, doubling up to 100 ms: losers spread out, not collide again.
                     time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))  # noqa: S311 - jitter
                     continue
-                except BaseException as error:
-                    self._forget(account)
-                    if isinstance(error, PersistenceError):
-                        raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None
-                    raise
+                except PersistenceError as error:
+                    raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None
                 self._follow(recordings)
                 return result
         raise Conflict(

@@ -5,12 +5,18 @@ BENCH_SMOKE=1       every case once at a tiny size; fails if a case produced no 
 BENCH_ACCOUNTS=N    the large store holds N accounts of 1,000 keys (default 1,000)
 BENCH_CACHE=0|DIR   where the large store is cached between runs (0: not at all)
 BENCH_ONLY=a,b      run only these cases (names as listed by BENCH_ONLY=?)
+BENCH_COMMIT=id     the commit measured, when not run from a git checkout
+
+Child processes (PostgreSQL writers, the revocation watcher) import the code when they
+start, so the code must not change during a run: to measure a commit while others edit
+the tree, run from an export of it (``git archive``).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +51,26 @@ CASES: dict[str, tuple[Case, list[str]]] = {
     "integrity": (integrity_rows, ["integrity check"]),
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
+ROOT = RESULTS.parent.parent
+CODE = ("keyledger", "domain", "projections", "adapters", "bench")
+
+
+def provenance() -> dict[str, Any]:
+    """The commit measured and whether the code differs from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True, timeout=30
+        )
+        return done.stdout.strip()
+
+    try:
+        return {
+            "commit": git("rev-parse", "--short", "HEAD"),
+            "modified": bool(git("status", "--porcelain", "--", *CODE)),
+        }
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": os.environ.get("BENCH_COMMIT", "unknown"), "modified": None}
 
 
 def machine() -> dict[str, Any]:
@@ -62,6 +88,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_start": os.getloadavg(),
+        **provenance(),
     }
 
 
@@ -83,6 +110,8 @@ def main() -> int:
         f"load average {' '.join(f'{v:.2f}' for v in about['load_average_start'])}",
         flush=True,
     )
+    changed = {True: " + uncommitted changes", False: "", None: " (not a git checkout)"}[about["modified"]]
+    print(f"code: {about['commit']}{changed}", flush=True)
     rows: list[Row] = []
     timings: dict[str, float] = {}
     began = time.perf_counter()

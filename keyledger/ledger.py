@@ -12,6 +12,7 @@ verification refuses an ended secret the instant the command returns.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import logging
 import os
@@ -73,6 +74,7 @@ MIN_GRACE_PERIOD = timedelta(minutes=1)
 MAX_GRACE_PERIOD = timedelta(days=7)
 DEFAULT_MAX_ATTEMPTS = 10
 _sha256 = hashlib.sha256
+_a2b_base64 = binascii.a2b_base64
 LOCK_STRIPES = 64
 """Commands on accounts whose names hash alike wait for each other, in one process."""
 PREFIX_VARIABLE = "KEYLEDGER_KEY_PREFIX"
@@ -114,6 +116,8 @@ class Ledger:
         self._clock = clock
         self._key_head = self.key_prefix + "_"
         self._key_length = len(self._key_head) + keyformat.BODY_LENGTH
+        self._key_head_bytes = self._key_head.encode()
+        self._basic_length = len("Basic ") + 4 * -(-(self._key_length + 1) // 3)
         self._max_attempts = max_attempts
         self.strict = strict
         """Whether :meth:`verify` checks the log head before every answer."""
@@ -312,6 +316,21 @@ class Ledger:
             and credential.isascii()
         ):
             digest = _sha256(credential.encode()).digest()
+        elif (
+            type(credential) is str
+            and len(credential) == self._basic_length
+            and credential.startswith("Basic ")
+            and credential.isascii()
+        ):
+            # HTTP Basic with the key as user name and an empty password: hash the decoded
+            # bytes as they are.
+            try:
+                user = _a2b_base64(credential[6:], strict_mode=True)
+            except binascii.Error:
+                return None
+            if user[-1:] != b":" or not user.startswith(self._key_head_bytes) or not user.isascii():
+                return None
+            digest = _sha256(user[:-1]).digest()
         else:
             key = keyformat.extract_key(credential, self.key_prefix)
             if key is None:

@@ -606,3 +606,22 @@ class TestSettingsFromTheEnvironment:
             open_ledger()
 
         assert raised.value.field == "KEYLEDGER_GRACE_SECONDS"
+
+
+class TestBasicCredentials:
+    def test_basic_credentials_of_a_known_key_are_refused_when_altered(
+        self, ledger: Ledger, alice: Actor
+    ) -> None:
+        """A Basic credential verifies only as base64(key + ":"): a password, a changed
+        padding character or a wrong prefix inside it is refused."""
+        key = secret_of(ledger.create_key(alice, name="Shipping"))
+        good = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+        with_password = "Basic " + base64.b64encode(f"{key}:x".encode()).decode()
+        other_prefix = "Basic " + base64.b64encode(f"xx{key[2:]}:".encode()).decode()
+        bad_padding = good[:-1] + "!"
+
+        assert ledger.verify(good) is not None
+        assert ledger.verify(with_password) is None
+        assert ledger.verify(other_prefix) is None
+        assert ledger.verify(bad_padding) is None

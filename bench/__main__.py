@@ -126,7 +126,7 @@ def main() -> int:
                 produced = case(space)
             except Exception as error:
                 traceback.print_exc()
-                failure = f"{type(error).__name__}: {error}"
+                failure = " ".join(f"{type(error).__name__}: {error}".split())[:160]
                 produced = [Row(metric, "-", "-", "", error=failure) for metric in metrics]
             timings[name] = time.perf_counter() - start
             print(f" {timings[name]:.1f} s", flush=True)

@@ -178,17 +178,24 @@ def account_names(count: int, prefix: str = "acct") -> list[str]:
     return [f"{prefix}{n:05d}" for n in range(count)]
 
 
-def postgres_available() -> bool:
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.Error:
-        return False
-    return True
+def wait_for_postgres(seconds: float = 30.0) -> None:
+    """Return once the server accepts connections (it may be restarting briefly, as the
+    reliability suite makes it); raise its error after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            psycopg.connect(PG_URL, connect_timeout=3).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 @contextmanager
 def postgres_schema(name: str) -> Iterator[str]:
     """A fresh schema for one run, dropped afterwards; yields the ledger URL."""
+    wait_for_postgres()
     with psycopg.connect(PG_URL, autocommit=True) as connection:
         connection.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         connection.execute(f"CREATE SCHEMA {name}")

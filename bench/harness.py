@@ -36,6 +36,8 @@ class Scale:
     big_account: int
     small_account: int
     account_commands: int
+    """Commands per run on one account: 100 (one event each), so that every run
+    includes exactly one snapshot, as every hundredth command does."""
     pg_seconds: float
     """Length of one PostgreSQL run, each writer sending commands for this long."""
     revocations: int
@@ -54,7 +56,7 @@ SCALES = {
     ),
     "small": Scale(
         "small", accounts=20, keys_per_account=1000, verify_sample=20_000, runs=5, heavy_runs=3,
-        commands=200, big_account=10_000, small_account=10, account_commands=10, pg_seconds=1.0,
+        commands=200, big_account=10_000, small_account=10, account_commands=100, pg_seconds=1.0,
         revocations=50, audit_repeats=200,
     ),
     "smoke": Scale(

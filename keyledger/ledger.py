@@ -465,10 +465,17 @@ class Ledger:
         per creator, and working keys of revoked creators (always 0)."""
         moment = self._now() if now is None else _aware("now", now)
         account = check_identifier("account", account)
+        # The count of working keys of revoked creators comes from the Keyring alone (the
+        # consistency boundary): the views may be a moment older or newer than it.
         with self._lock_for(account):
-            revoked_users = set(self._guard(lambda: self._load(account, moment)).revoked_users)
+            keyring = self._guard(lambda: self._load(account, moment))
+            orphans = sum(
+                1
+                for r in keyring.keys.values()
+                if r.revoked_at is None and r.created_by in keyring.revoked_users
+            )
         keys = self._guard(lambda: self._store.keys(account, moment))
-        return build_report(account, keys, revoked_users, moment, stale_after, unused_after)
+        return build_report(account, keys, orphans, moment, stale_after, unused_after)
 
     def check_integrity(self, progress: Callable[[int, int], None] | None = None) -> IntegrityReport:
         """Check every stored event against its account's hash chain, and the valid-key

@@ -44,12 +44,13 @@ class ComplianceReport(BaseModel):
 def build_report(
     account: str,
     keys: list[KeyView],
-    revoked_users: set[str],
+    working_keys_of_revoked_creators: int,
     now: datetime,
     stale_after: timedelta = DEFAULT_STALE_AFTER,
     unused_after: timedelta = DEFAULT_UNUSED_AFTER,
 ) -> ComplianceReport:
-    """The report of ``keys`` (the account's catalogue) as of ``now``."""
+    """The report of ``keys`` (the account's catalogue) as of ``now``; the count of working
+    keys of revoked creators is taken from the account's Keyring by the caller."""
     active = [k for k in keys if k.status == "active"]
     return ComplianceReport(
         account=account,
@@ -63,5 +64,5 @@ def build_report(
             for g in k.grace
         ],
         keys_per_creator=dict(Counter(k.created_by for k in active)),
-        working_keys_of_revoked_creators=sum(1 for k in active if k.created_by in revoked_users),
+        working_keys_of_revoked_creators=working_keys_of_revoked_creators,
     )

@@ -21,6 +21,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# The reliability suite at the full sizes of issue 6 (KEYLEDGER_STRESS=1): concurrent
+# writers, kill -9, follower restarts, model equivalence, hostile input, secrets at rest,
+# tampering, store faults (the PostgreSQL server is stopped briefly) and authorization;
+# ends with a table of what was tried and what held.
+stress: $(STAMP)
+	KEYLEDGER_STRESS=1 $(BIN)/python -m pytest tests/reliability -q
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -225,7 +225,9 @@ def verify(
         if credential == "-":
             # From a terminal, ask without echoing; from a pipe or file, read it all.
             typed = sys.stdin.isatty()
-            credential = (getpass.getpass("key: ", stream=sys.stderr) if typed else sys.stdin.read()).strip()
+            # Bytes that are not text are read as such and refused as a malformed credential.
+            piped = sys.stdin.buffer.read().decode("utf-8", "replace") if not typed else ""
+            credential = (getpass.getpass("key: ", stream=sys.stderr) if typed else piped).strip()
         with open_ledger(ctx) as ledger:
             principal = ledger.verify(credential, at=parse_instant("at", at))
             if principal is not None:

@@ -193,6 +193,7 @@ class Ledger:
 
     def create_key(self, actor: Actor, *, name: str, purpose: str = "", application: str = "") -> IssuedKey:
         """Create a key in the actor's account; its secret is returned this once."""
+        actor = self._acting(actor)
         name = self._no_key("name", check_label("name", name, maximum=NAME_MAX, required=True))
         purpose = self._no_key("purpose", check_notes("purpose", purpose, maximum=PURPOSE_MAX))
         application = self._no_key(
@@ -219,6 +220,7 @@ class Ledger:
         """Issue a new secret for a key. With ``grace`` the old one works for the grace
         period more (its own deadline, never extended); without, it stops at once, and
         so does every older secret still in grace."""
+        actor = self._acting(actor)
         if not isinstance(grace, bool):
             raise InvalidInput("grace", "must be True or False")
         secret = self._new_secret()
@@ -240,6 +242,7 @@ class Ledger:
 
     def revoke_key(self, actor: Actor, key_id: str, *, reason: str | None = None) -> None:
         """Revoke a key: none of its secrets works again."""
+        actor = self._acting(actor)
         if reason is not None:
             reason = self._no_key("reason", check_notes("reason", reason, maximum=REASON_MAX))
         self._command(
@@ -250,6 +253,7 @@ class Ledger:
     def revoke_user_access(self, actor: Actor, user_id: str) -> list[str]:
         """Revoke a user's access to the actor's account, and every key they created, in
         one atomic append; returns the key ids removed."""
+        actor = self._acting(actor)
         user_id = self._no_key("user_id", check_identifier("user_id", user_id))
         removed = self._command(
             actor.account, lambda keyring, now: keyring.revoke_user_access(actor, user_id, now=now)
@@ -259,6 +263,7 @@ class Ledger:
 
     def restore_user_access(self, actor: Actor, user_id: str) -> None:
         """Let a revoked user manage keys again (their removed keys stay removed)."""
+        actor = self._acting(actor)
         user_id = self._no_key("user_id", check_identifier("user_id", user_id))
         self._command(
             actor.account, lambda keyring, now: keyring.restore_user_access(actor, user_id, now=now)
@@ -528,6 +533,15 @@ class Ledger:
         if now.tzinfo is None:
             raise InvalidInput("clock", "must return timezone-aware datetimes")
         return now.astimezone(UTC)
+
+    def _acting(self, actor: Actor) -> Actor:
+        """The actor, if it is one and names no key (a key given as a user id or account
+        would be recorded in the ledger)."""
+        if not isinstance(actor, Actor):
+            raise InvalidInput("actor", "must be an Actor")
+        self._no_key("user_id", actor.user_id)
+        self._no_key("account", actor.account)
+        return actor
 
     def _no_key(self, field: str, text: str) -> str:
         if keyformat.contains_key(text, self.key_prefix):

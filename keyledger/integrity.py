@@ -22,6 +22,7 @@ def check_integrity(
     mapper: PydanticMapper,
     progress: Callable[[int, int], None] | None = None,
     valid_entries: Callable[[], Iterable[tuple[bytes, Principal]]] | None = None,
+    audit_chains: Callable[[int, int], tuple[int, dict[int, str]]] | None = None,
 ) -> IntegrityReport:
     """Recompute every event's chain in global order; report the first that breaks.
 
@@ -33,6 +34,12 @@ def check_integrity(
     loads is also compared with the one the checked events give: a forged, altered or
     missing row is reported (``first_bad_position`` is then ``None``; rebuild the
     projections to repair it).
+
+    With ``audit_chains(after, upto)`` (how far the views have reached, and the audit
+    trail's chain at each position in that range), the stored events are also compared with
+    the audit trail position by position: an account's newest event deleted, or events of
+    two accounts swapped in the global order (each account's chain still intact), is
+    reported at its position.
     """
     expected = ValidKeyIndex()
     total = recorder.max_notification_id() or 0
@@ -53,6 +60,8 @@ def check_integrity(
             return IntegrityReport(ok=True, events_checked=checked)
         if progress is not None:
             progress(page[-1].id, max(total, page[-1].id))
+        recorded = audit_chains(position, page[-1].id) if audit_chains is not None else None
+        seen: dict[int, str] = {}
         for notification in page:
             position = notification.id
             checked += 1
@@ -82,8 +91,21 @@ def check_integrity(
                     ok=False, events_checked=checked, first_bad_position=position, reason=reason
                 )
             heads[notification.originator_id] = (notification.originator_version, chain or "")
+            seen[position] = chain or ""
             if "class_version" in state:
                 upcast(resolve_topic(notification.topic), state)
             expected.apply(
                 Fact(position, notification.originator_version, action_of(notification.topic), state, 0)
             )
+        if recorded is not None:
+            reached, chains = recorded
+            unlike = [
+                p
+                for p in sorted(chains.keys() | seen.keys())
+                if p <= reached and chains.get(p) != seen.get(p)
+            ]
+            if unlike:
+                return IntegrityReport(
+                    ok=False, events_checked=checked, first_bad_position=unlike[0],
+                    reason="the stored events differ from the audit trail at this position",
+                )  # fmt: skip

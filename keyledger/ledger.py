@@ -487,8 +487,24 @@ class Ledger:
         table that verification loads against those events; calls ``progress(position,
         head)`` after each page."""
         return self._guard(
-            lambda: check_integrity(self._app.recorder, self._mapper, progress, self._store.valid_entries)
+            lambda: check_integrity(
+                self._app.recorder, self._mapper, progress, self._store.valid_entries, self._audit_chains
+            )
         )
+
+    def _audit_chains(self, after: int, upto: int) -> tuple[int, dict[int, str]]:
+        """How far the views have reached (at most ``upto``), and the audit trail's chain at
+        each position after ``after`` up to there."""
+        reached = min(upto, self._store.position())
+        chains: dict[int, str] = {}
+        query = AuditQuery.build(limit=MAX_LIMIT, after=after)
+        while page := self._store.audit(query):
+            for entry in page:
+                if entry.position > reached:
+                    return reached, chains
+                chains[entry.position] = entry.chain
+            query = query.model_copy(update={"after": page[-1].position})
+        return reached, chains
 
     def sync(self) -> None:
         """Apply every event recorded so far (by any process) to this process's views,

@@ -30,7 +30,7 @@ import orjson
 
 from bench.account_cases import account_rows
 from bench.command_cases import sqlite_command_rows
-from bench.harness import Row, chosen_scale, render
+from bench.harness import Row, chosen_scale, figure, render
 from bench.postgres_cases import postgres_command_rows
 from bench.revocation import revocation_rows
 from bench.store_cases import audit_rows, integrity_rows, rebuild_rows
@@ -92,6 +92,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_case(case: Case, space: Workspace, metrics: list[str]) -> list[Row]:
+    """The case's rows; a case that fails or gives nothing yields rows that say so."""
+    try:
+        produced = case(space)
+    except Exception as error:
+        traceback.print_exc()
+        failure = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+        return [Row(metric, "-", "-", "", error=failure) for metric in metrics]
+    return produced or [Row(metric, "-", "-", "", error="the case produced no row") for metric in metrics]
+
+
+def summary(row: Row) -> str:
+    """One row on one line, printed as soon as its case ends."""
+    if row.error is not None:
+        return f"{row.metric}: ERROR {row.error}"
+    ratio = "" if row.ratio is None else f", ratio {row.ratio:.2f}"
+    floor = "" if row.floor is None else f" vs floor {figure(row.floor, row.unit)}"
+    met = "" if row.met is None else (" (met)" if row.met else " (missed)")
+    return f"{row.metric}: {row.shown or figure(row.keyledger, row.unit)}{floor}{ratio}{met}"
+
+
 def main() -> int:
     scale = chosen_scale()
     smoke = os.environ.get("BENCH_SMOKE") == "1"
@@ -113,58 +134,45 @@ def main() -> int:
     changed = {True: " + uncommitted changes", False: "", None: " (not a git checkout)"}[about["modified"]]
     print(f"code: {about['commit']}{changed}", flush=True)
     rows: list[Row] = []
-    timings: dict[str, float] = {}
+    cases: dict[str, dict[str, float]] = {}
     began = time.perf_counter()
+
+    def save(complete: bool) -> None:
+        about["load_average_end"] = os.getloadavg()
+        record = {
+            "scale": scale.name, "smoke": smoke, "complete": complete,
+            "finished": datetime.now(UTC).isoformat(), "seconds": time.perf_counter() - began,
+            "cases": cases, "machine": about, "stores": space.descriptions(),
+            "rows": [row.as_json() for row in rows],
+        }  # fmt: skip
+        RESULTS.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+
     with tempfile.TemporaryDirectory(prefix="keyledger-bench-") as folder:
         space = Workspace(scale, Path(folder), cache=not smoke and scale.name == "default")
         for name, (case, metrics) in CASES.items():
             if only and name not in only:
                 continue
-            start = time.perf_counter()
             print(f"  {name} ...", end="", flush=True)
-            try:
-                produced = case(space)
-            except Exception as error:
-                traceback.print_exc()
-                failure = " ".join(f"{type(error).__name__}: {error}".split())[:160]
-                produced = [Row(metric, "-", "-", "", error=failure) for metric in metrics]
-            timings[name] = time.perf_counter() - start
-            print(f" {timings[name]:.1f} s", flush=True)
-            if not produced:
-                produced = [Row(metric, "-", "-", "", error="the case produced no row") for metric in metrics]
+            start = time.perf_counter()
+            produced = run_case(case, space, metrics)
+            cases[name] = {"seconds": time.perf_counter() - start, "load_average": os.getloadavg()[0]}
+            print(f" {cases[name]['seconds']:.1f} s (load {cases[name]['load_average']:.2f})", flush=True)
+            for row in produced:
+                print(f"      {summary(row)}", flush=True)
             rows.extend(produced)
-        stores = {
-            "large": space._large.how if space._large else None,
-            "accounts": space._accounts.how if space._accounts else None,
-        }
-    about["load_average_end"] = os.getloadavg()
-    total = time.perf_counter() - began
+            save(complete=False)
+        save(complete=True)
+        stores = space.descriptions()
     print()
     print(render(rows))
     print()
     print(
-        f"{total:.0f} s in all; load average at the end "
+        f"{time.perf_counter() - began:.0f} s in all; load average at the end "
         f"{' '.join(f'{v:.2f}' for v in about['load_average_end'])} on {about['nproc']} cores. "
         "Ratios: median over back-to-back (floor, keyledger) pairs; 1.0 = as fast as the floor."
     )
-    for name, how in stores.items():
-        if how:
-            print(f"{name} store: {how}")
-    RESULTS.write_bytes(
-        orjson.dumps(
-            {
-                "scale": scale.name,
-                "smoke": smoke,
-                "finished": datetime.now(UTC).isoformat(),
-                "seconds": total,
-                "case_seconds": timings,
-                "machine": about,
-                "stores": stores,
-                "rows": [row.as_json() for row in rows],
-            },
-            option=orjson.OPT_INDENT_2,
-        )
-    )
+    for store, how in stores.items():
+        print(f"{store} store: {how}")
     missing = [row.metric for row in rows if row.error is not None or row.keyledger is None]
     if missing:
         print(f"no figure for: {', '.join(missing)}", file=sys.stderr)

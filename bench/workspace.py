@@ -67,6 +67,11 @@ class Workspace:
         self._large: Store | None = None
         self._accounts: Store | None = None
 
+    def descriptions(self) -> dict[str, str]:
+        """How each store made so far was made."""
+        made = {"large": self._large, "accounts": self._accounts}
+        return {name: store.how for name, store in made.items() if store is not None}
+
     def path(self, name: str) -> Path:
         """A path for a fresh file in this run's folder."""
         return self.folder / name

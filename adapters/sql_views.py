@@ -244,14 +244,23 @@ class SQLViews(ViewStore):
         if not facts:
             return True
         with self.locked_transaction() as cursor:
-            position = self._max_tracking_id(VIEWS_NAME, cursor) or 0
-            if position != after:
-                return False
-            batch = _Batch(self, cursor, fresh=position == 0)
-            for fact in facts:
-                project(fact, batch)
-            batch.flush()
-            self._insert_tracking(cursor, Tracking(VIEWS_NAME, facts[-1].position))
+            return self.write_in(cursor, facts, project, after=after)
+
+    def position_in(self, cursor: Any) -> int:
+        """The views' position, read in the caller's transaction."""
+        return self._max_tracking_id(VIEWS_NAME, cursor) or 0
+
+    def write_in(self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
+        """Apply ``facts`` in the caller's write transaction, which must hold the views'
+        lock (or the database's write lock); ``False`` if the views are not at ``after``."""
+        position = self.position_in(cursor)
+        if position != after:
+            return False
+        batch = _Batch(self, cursor, fresh=position == 0)
+        for fact in facts:
+            project(fact, batch)
+        batch.flush()
+        self._insert_tracking(cursor, Tracking(VIEWS_NAME, facts[-1].position))
         return True
 
     def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:

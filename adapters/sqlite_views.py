@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
-from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
+from eventsourcing.persistence import (
+    IntegrityError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteCursor,
+    SQLiteDatastore,
+    SQLiteTrackingRecorder,
+)
 
 from keyledger.adapters.sql_views import SQLViews
 from keyledger.projections.ports import VIEWS_NAME
@@ -52,12 +63,66 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
         c.execute("DELETE FROM tracking WHERE application_name = ?", [VIEWS_NAME])
 
 
+Reader = Callable[[int, int], Sequence[Notification]]
+"""Reads the notifications after one position up to another, in the current transaction."""
+Within = Callable[[Any, Reader, Sequence[Notification]], None]
+"""Called in the transaction that inserts events: (cursor, reader, the new notifications)."""
+
+
+class SQLiteEventRecorder(SQLiteApplicationRecorder):
+    """eventsourcing's SQLite recorder of events, with one hook: a Ledger attaches
+    ``within``, which is called in the transaction that inserts a command's events, after
+    the insert, so the views take those events in the same commit. A command then pays
+    one durable commit, not two, and its events and its views are all or nothing."""
+
+    within: Within | None = None
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        within = self.within
+        if within is not None and ids:
+            new = [
+                Notification(
+                    id=i, originator_id=s.originator_id, originator_version=s.originator_version,
+                    topic=s.topic, state=s.state,
+                )
+                for i, s in zip(ids, stored_events, strict=True)
+            ]  # fmt: skip
+            with _translated(conflicts=False):
+                within(c, lambda after, upto: self._between(c, after, upto), new)
+        return ids
+
+    def _between(self, c: SQLiteCursor, after: int, upto: int) -> list[Notification]:
+        # The table name is eventsourcing's constant, never input.
+        c.execute(
+            f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "  # noqa: S608
+            "WHERE rowid > ? AND rowid <= ? ORDER BY rowid",
+            (after, upto),
+        )
+        return [
+            Notification(
+                id=row[0],
+                originator_id=self.convert_originator_id(row[1]),
+                originator_version=row[2],
+                topic=row[3],
+                state=row[4],
+            )
+            for row in c.fetchall()
+        ]
+
+
 @contextmanager
-def _translated() -> Iterator[None]:
-    """sqlite3's errors as eventsourcing's, which the Ledger turns into its own."""
+def _translated(*, conflicts: bool = True) -> Iterator[None]:
+    """sqlite3's errors as eventsourcing's, which the Ledger turns into its own. Without
+    ``conflicts``, a constraint violation is not reported as a version conflict (which a
+    command would retry) but as a failure of the store."""
     try:
         yield
     except sqlite3.IntegrityError as error:
+        if not conflicts:
+            raise PersistenceError(error) from error
         raise IntegrityError(error) from error
     except sqlite3.OperationalError as error:
         raise OperationalError(error) from error

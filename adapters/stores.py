@@ -69,6 +69,8 @@ def parse_url(url: str) -> StoreSettings:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": path,
                 "SQLITE_LOCK_TIMEOUT": "10",
+                # Events and views in one commit (see SQLiteEventRecorder).
+                "APPLICATION_RECORDER_TOPIC": "keyledger.adapters.sqlite_views:SQLiteEventRecorder",
             },
         )
     if scheme in ("postgresql", "postgres"):

@@ -210,7 +210,7 @@ class Keyring:
         keyring._version = snapshot.originator_version
         keyring._modified_on = state.modified_on
         keyring.chain = state.chain
-        keyring.keys = {record.key_id: record.model_copy(deep=True) for record in state.keys}
+        keyring.keys = {record.key_id: record for record in state.keys}
         keyring.revoked_users = set(state.revoked_users)
         return keyring
 
@@ -239,9 +239,12 @@ class Keyring:
         self._modified_on = value
 
     def changing(self, key_id: str) -> KeyRecord:
-        """The key's record, replaced by a copy of it first: events never change a record
-        in place, so a :meth:`copy` shares records with its original safely."""
-        record = self.keys[key_id] = self.keys[key_id].model_copy(deep=True)
+        """The key's record, replaced by a copy of it first: events never change a shared
+        record in place, so a :meth:`copy` (and a snapshot) shares records with its
+        original safely. The copy is shallow but for its own list of secrets in grace:
+        secrets themselves are never changed, only replaced."""
+        record = self.keys[key_id]
+        record = self.keys[key_id] = record.model_copy(update={"grace": list(record.grace)})
         return record
 
     def copy(self) -> Keyring:

@@ -87,7 +87,7 @@ class KeyringSnapshot(BaseModel):
             created_on=aggregate.created_on,
             modified_on=aggregate.modified_on,
             chain=aggregate.chain,
-            keys=[record.model_copy(deep=True) for record in aggregate.keys.values()],
+            keys=list(aggregate.keys.values()),  # shared: see Keyring.changing
             revoked_users=sorted(aggregate.revoked_users),
         )
         return cls(

@@ -35,6 +35,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
 from pydantic import SecretStr
 
+from keyledger.adapters.sqlite_views import SQLiteEventRecorder
 from keyledger.adapters.stores import parse_url, resolve_url
 from keyledger.adapters.transcoding import PydanticMapper
 from keyledger.application import KeyringApplication, creating_tables
@@ -136,6 +137,8 @@ class Ledger:
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
         self._store = self._guard(app.construct_views)
         self._follower = self._guard(lambda: Follower(app.recorder, mapper, self._store))
+        if isinstance(app.recorder, SQLiteEventRecorder):
+            app.recorder.within = self._follower.within
         self._usage = UsageRecorder(self._store, clock)
         self._uses = self._usage.pending
         self._now()  # a clock that returns naive datetimes is refused here, not on the hot path
@@ -624,12 +627,17 @@ class Ledger:
                 try:
                     recordings = self._app.save(keyring)
                 except IntegrityError:
+                    self._follower.forget()
                     logger.debug("account %r changed concurrently; attempt %d", account, attempt + 1)
                     # Full jitter, doubling up to 100 ms: losers spread out, not collide again.
                     time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))  # noqa: S311 - jitter
                     continue
                 except PersistenceError as error:
+                    self._follower.forget()
                     raise StoreUnavailable(f"store {self.store} failed: {type(error).__name__}") from None
+                except BaseException:
+                    self._follower.forget()
+                    raise
                 self._follow(recordings)
                 return result
         raise Conflict(
@@ -638,7 +646,10 @@ class Ledger:
         )
 
     def _follow(self, recordings: list[Recording[UUID]]) -> None:
-        self._guard(lambda: self._follower.catch_up([r.notification for r in recordings]))
+        """Bring this process's views up to the command's events: the durable views took
+        them in the command's own transaction (SQLite), or take them now."""
+        if not self._guard(self._follower.adopt):
+            self._guard(lambda: self._follower.catch_up([r.notification for r in recordings]))
 
     def _sync(self) -> None:
         self._guard(self._follower.catch_up)

@@ -48,6 +48,7 @@ class Follower:
         self._subscription_lock = threading.Lock()
         self._subscription: Any = None
         self._threads: list[threading.Thread] = []
+        self._within = threading.local()
         self.catch_up()
 
     def _facts(self, notifications: Sequence[Notification], after: int) -> list[Fact]:
@@ -72,6 +73,43 @@ class Follower:
                 self._advance(self._facts(notifications, self.position))
             while facts := self._read(self.position):
                 self._advance(facts)
+
+    def within(
+        self, cursor: Any, read: Callable[[int, int], Sequence[Notification]], new: Sequence[Notification]
+    ) -> None:
+        """Apply a command's new events to the durable views in the transaction that
+        inserts them (which holds the database's write lock), with any events of other
+        processes the views have not taken yet; the facts are kept for :meth:`adopt`.
+        Takes no lock of this object: another thread may hold it waiting for the
+        database. Views further behind than a page are left to :meth:`catch_up`."""
+        self._within.facts = None
+        position = self.store.position_in(cursor)
+        first = new[0].id
+        if first - 1 - position > PAGE_SIZE:
+            return
+        earlier = read(position, first - 1) if position < first - 1 else []
+        facts = self._facts([*earlier, *new], position)
+        if self.store.write_in(cursor, facts, project, after=position):
+            self._within.facts = facts
+
+    def adopt(self) -> bool:
+        """After a command committed: bring this process's index up with the facts that
+        :meth:`within` applied in its transaction, in this thread; ``False`` if there are none."""
+        facts, self._within.facts = getattr(self._within, "facts", None), None
+        if not facts:
+            return False
+        with self.lock:
+            if facts[0].previous == self.position:
+                for fact in facts:
+                    self.index.apply(fact)
+                self.position = facts[-1].position
+            while more := self._read(self.position):
+                self._advance(more)
+        return True
+
+    def forget(self) -> None:
+        """Drop what :meth:`within` kept in this thread (its transaction rolled back)."""
+        self._within.facts = None
 
     def _advance(self, facts: list[Fact]) -> None:
         if not self.store.write(facts, project, after=self.position):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from keyledger.projections.audit import AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyRow, KeyView
@@ -73,6 +74,16 @@ class ViewStore(ABC):
         changed nothing, if the views' position is no longer ``after`` (another writer
         moved it). Positions may have gaps (PostgreSQL's sequence skips the ids of
         rolled-back inserts), so only ``after`` says what the facts follow."""
+
+    def position_in(self, cursor: Any) -> int:
+        """The position, read in a transaction of the events' database (stores that
+        live there; see :meth:`write_in`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not share the events' transactions")
+
+    def write_in(self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
+        """:meth:`write`, in a write transaction of the events' database that the caller
+        holds (stores that live there, so a command's events and views commit together)."""
+        raise NotImplementedError(f"{type(self).__name__} does not share the events' transactions")
 
     @abstractmethod
     def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:

@@ -1,0 +1,138 @@
+"""On SQLite a command's events and its views are written in one transaction.
+
+The recorder calls the ledger back inside the transaction that inserts the events, and
+the views take them (with any events of other processes they had not taken yet) before
+the commit: one durable commit per command, and all or nothing. These tests show the
+"nothing": a view write that fails leaves no event behind and is not retried as a
+version conflict; and that views found behind are brought to the head by the command.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from keyledger import Actor, Ledger, StoreUnavailable
+from keyledger.testing import ManualClock
+
+VIEW_TABLES = (
+    "keyledger_valid",
+    "keyledger_secrets",
+    "keyledger_keys",
+    "keyledger_audit",
+    "keyledger_audit_keys",
+)
+
+
+def execute(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(path)) as conn, conn:
+        return conn.execute(sql).fetchall()
+
+
+def count(path: Path, table: str) -> int:
+    ((n,),) = execute(path, f"SELECT count(*) FROM {table}")
+    return int(n)
+
+
+def views_position(path: Path) -> int:
+    rows = execute(path, "SELECT notification_id FROM tracking WHERE application_name = 'keyledger_views'")
+    return int(rows[0][0]) if rows else 0
+
+
+def empty_views(path: Path) -> None:
+    """Drop every view row and the views' position, as if they had never been written."""
+    for table in VIEW_TABLES:
+        execute(path, f"DELETE FROM {table}")
+    execute(path, "DELETE FROM tracking WHERE application_name = 'keyledger_views'")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "one-commit.db"
+
+
+@pytest.fixture
+def ledger(path: Path, clock: ManualClock) -> Iterator[Ledger]:
+    with Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as opened:
+        yield opened
+
+
+def test_the_views_are_at_the_commands_position_when_it_returns(
+    ledger: Ledger, path: Path, alice: Actor
+) -> None:
+    issued = ledger.create_key(alice, name="ci")
+    ledger.regenerate_key(alice, issued.key_id)
+    assert views_position(path) == count(path, "stored_events") == 2
+    assert count(path, "keyledger_audit") == 2
+    assert ledger.verify(issued.secret.get_secret_value()) is not None
+
+
+def test_a_view_write_that_fails_records_no_event_and_is_not_retried(
+    ledger: Ledger, path: Path, alice: Actor
+) -> None:
+    kept = ledger.create_key(alice, name="kept")
+    execute(
+        path,
+        "CREATE TRIGGER refuse BEFORE INSERT ON keyledger_audit BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    with pytest.raises(StoreUnavailable) as raised:
+        ledger.create_key(alice, name="lost")
+    assert "refused" not in str(raised.value)
+    assert count(path, "stored_events") == 1
+    assert views_position(path) == 1
+    assert [k.name for k in ledger.keys("acme")] == ["kept"]
+    execute(path, "DROP TRIGGER refuse")
+    again = ledger.create_key(alice, name="again")
+    assert count(path, "stored_events") == views_position(path) == 2
+    assert ledger.verify(again.secret.get_secret_value()) is not None
+    assert ledger.verify(kept.secret.get_secret_value()) is not None
+
+
+def test_a_command_brings_views_found_behind_to_the_head_in_its_commit(
+    ledger: Ledger, path: Path, alice: Actor, bob: Actor
+) -> None:
+    first = ledger.create_key(alice, name="first")
+    ledger.create_key(bob, name="second")
+    empty_views(path)
+    third = ledger.create_key(alice, name="third")
+    assert views_position(path) == 3
+    assert count(path, "keyledger_audit") == 3
+    assert [k.name for k in ledger.keys("acme")] == ["first", "second", "third"]
+    audit = [(e.position, e.action, e.chain) for e in ledger.audit("acme")]
+    ledger.rebuild_projections()
+    assert [(e.position, e.action, e.chain) for e in ledger.audit("acme")] == audit
+    for issued in (first, third):
+        assert ledger.verify(issued.secret.get_secret_value()) is not None
+
+
+def test_views_more_than_a_page_behind_are_caught_up_after_the_commit(
+    ledger: Ledger, path: Path, alice: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(4):
+        ledger.create_key(alice, name=f"key {n}")
+    empty_views(path)
+    monkeypatch.setattr("keyledger.views.PAGE_SIZE", 2)
+    ledger.create_key(alice, name="last")
+    assert views_position(path) == count(path, "keyledger_audit") == 5
+    assert len(ledger.keys("acme")) == 5
+
+
+def test_two_ledgers_on_one_file_each_commit_their_views_with_their_events(
+    path: Path, clock: ManualClock, alice: Actor, bob: Actor
+) -> None:
+    with (
+        Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as one,
+        Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as other,
+    ):
+        kept = one.create_key(alice, name="one")
+        other.create_key(bob, name="other")
+        one.revoke_key(alice, kept.key_id)
+        assert views_position(path) == count(path, "keyledger_audit") == count(path, "stored_events") == 3
+        assert one.verify(kept.secret.get_secret_value()) is None
+        other.sync()
+        assert other.verify(kept.secret.get_secret_value()) is None
+        assert [k.status for k in other.keys("acme")] == ["revoked", "active"]

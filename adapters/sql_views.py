@@ -331,6 +331,14 @@ class SQLViews(ViewStore):
         )
         return [entry_from_record(r) for r in records]
 
+    def audit_chains(self, after: int, upto: int) -> dict[int, str]:
+        with self.read_cursor() as cursor:
+            cursor.execute(
+                self.sql("SELECT position, chain FROM {audit} WHERE position > ? AND position <= ?"),
+                [after, upto],
+            )
+            return {int(r["position"]): str(r["chain"]) for r in cursor.fetchall()}
+
     def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
         records = self._select("SELECT account, key_id FROM {secrets} WHERE digest = ?", [digest])
         return (records[0]["account"], records[0]["key_id"]) if records else None

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import (
+    ApplicationRecorder,
     IntegrityError,
     Notification,
     OperationalError,
@@ -63,6 +64,8 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
         c.execute("DELETE FROM tracking WHERE application_name = ?", [VIEWS_NAME])
 
 
+EventRow = tuple[int, Any, int, str, bytes]
+"""A stored event as a row: position, originator id, version, topic, state."""
 Reader = Callable[[int, int], Sequence[Notification]]
 """Reads the notifications after one position up to another, in the current transaction."""
 Within = Callable[[Any, Reader, Sequence[Notification]], None]
@@ -76,6 +79,14 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
     one durable commit, not two, and its events and its views are all or nothing."""
 
     within: Within | None = None
+
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name)
+        # The table name is eventsourcing's constant, never input.
+        self.select_rows_statement = (
+            f"SELECT rowid, originator_id, originator_version, topic, state FROM {events_table_name} "  # noqa: S608
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -93,6 +104,14 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder):
             with _translated(conflicts=False):
                 within(c, lambda after, upto: self._between(c, after, upto), new)
         return ids
+
+    def select_rows(self, after: int, limit: int) -> list[EventRow]:
+        """Up to ``limit`` events after position ``after`` as plain rows (position,
+        originator id as stored, version, topic, state): what the readers of the whole
+        log need, without a Notification and a UUID per event."""
+        with self.datastore.transaction(commit=False) as c, _translated():
+            c.execute(self.select_rows_statement, (after, limit))
+            return [tuple(row) for row in c.fetchall()]
 
     def _between(self, c: SQLiteCursor, after: int, upto: int) -> list[Notification]:
         # The table name is eventsourcing's constant, never input.
@@ -128,3 +147,18 @@ def _translated(*, conflicts: bool = True) -> Iterator[None]:
         raise OperationalError(error) from error
     except sqlite3.Error as error:
         raise PersistenceError(error) from error
+
+
+def row_reader(recorder: ApplicationRecorder) -> Callable[[int, int], Sequence[EventRow]]:
+    """``read(after, limit)``: the recorder's events after a position, as rows (plain
+    tuples from SQLite; built from notifications elsewhere)."""
+    if isinstance(recorder, SQLiteEventRecorder):
+        return recorder.select_rows
+
+    def read(after: int, limit: int) -> list[EventRow]:
+        return [
+            (n.id, n.originator_id, n.originator_version, n.topic, n.state)
+            for n in recorder.select_notifications(start=after + 1, limit=limit)
+        ]
+
+    return read

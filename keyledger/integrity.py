@@ -8,7 +8,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, MapperDeserialisationError
 from eventsourcing.utils import resolve_topic
 
-from keyledger.adapters.transcoding import PydanticMapper, upcast
+from keyledger.adapters.sqlite_views import row_reader
+from keyledger.adapters.transcoding import PydanticMapper, canonical_json, upcast
 from keyledger.domain.chain import GENESIS, link
 from keyledger.projections.facts import Fact, action_of
 from keyledger.projections.valid_keys import Principal, ValidKeyIndex
@@ -42,61 +43,53 @@ def check_integrity(
     reported at its position.
     """
     expected = ValidKeyIndex()
+    read = row_reader(recorder)
     total = recorder.max_notification_id() or 0
-    heads: dict[UUID | str, tuple[int, str]] = {}
+    heads: dict[object, tuple[int, str, str]] = {}
+    """Per stream as stored: the last version checked, its chain, and the id as text."""
     checked = 0
     position = 0
     while True:
-        page = recorder.select_notifications(start=position + 1, limit=PAGE_SIZE)
+        page = read(position, PAGE_SIZE)
         if not page:
             if valid_entries is not None:
-                stored = sorted(valid_entries())
-                if stored != expected.entries():
+                stored = list(valid_entries())
+                if dict(stored) != expected.as_dict() or len(stored) != len(expected):
                     differing = len(set(stored) ^ set(expected.entries()))
                     return IntegrityReport(
                         ok=False, events_checked=checked,
                         reason=f"the valid-key table differs from the events in {differing} row(s)",
                     )  # fmt: skip
             return IntegrityReport(ok=True, events_checked=checked)
+        last = page[-1][0]
         if progress is not None:
-            progress(page[-1].id, max(total, page[-1].id))
-        recorded = audit_chains(position, page[-1].id) if audit_chains is not None else None
+            progress(last, max(total, last))
+        recorded = audit_chains(position, last) if audit_chains is not None else None
         seen: dict[int, str] = {}
-        for notification in page:
-            position = notification.id
+        for position, originator, version, topic, data in page:
             checked += 1
-            version, previous = heads.get(notification.originator_id, (0, GENESIS))
-            reason = None
-            chain: str | None = ""
-            if notification.originator_version != version + 1:
-                reason = f"version {notification.originator_version} follows version {version}"
-            else:
+            head = heads.get(originator)
+            if head is None:
                 try:
-                    state = mapper.decode_state(notification)
-                except MapperDeserialisationError:
-                    state = {}
-                chain = state.get("chain") if isinstance(state, dict) else None
-                if not isinstance(chain, str):
-                    reason = "event cannot be read"
-                elif chain != link(
-                    previous,
-                    str(notification.originator_id),
-                    notification.originator_version,
-                    notification.topic,
-                    state,
-                ):
-                    reason = "event does not match its chain"
-            if reason is not None:
-                return IntegrityReport(
-                    ok=False, events_checked=checked, first_bad_position=position, reason=reason
-                )
-            heads[notification.originator_id] = (notification.originator_version, chain or "")
-            seen[position] = chain or ""
+                    head = (0, GENESIS, str(UUID(str(originator))))
+                except ValueError:
+                    return _broken(checked, position, "event cannot be read")
+            if version != head[0] + 1:
+                return _broken(checked, position, f"version {version} follows version {head[0]}")
+            try:
+                state = mapper.decode_bytes(data, f"at position {position}")
+            except MapperDeserialisationError:
+                return _broken(checked, position, "event cannot be read")
+            chain = state.get("chain") if isinstance(state, dict) else None
+            if not isinstance(chain, str):
+                return _broken(checked, position, "event cannot be read")
+            if chain != link(head[1], head[2], version, topic, state, canonical_json):
+                return _broken(checked, position, "event does not match its chain")
+            heads[originator] = (version, chain, head[2])
+            seen[position] = chain
             if "class_version" in state:
-                upcast(resolve_topic(notification.topic), state)
-            expected.apply(
-                Fact(position, notification.originator_version, action_of(notification.topic), state, 0)
-            )
+                upcast(resolve_topic(topic), state)
+            expected.apply(Fact(position, version, action_of(topic), state, 0))
         if recorded is not None:
             reached, chains = recorded
             unlike = [
@@ -109,3 +102,7 @@ def check_integrity(
                     ok=False, events_checked=checked, first_bad_position=unlike[0],
                     reason="the stored events differ from the audit trail at this position",
                 )  # fmt: skip
+
+
+def _broken(checked: int, position: int, reason: str) -> IntegrityReport:
+    return IntegrityReport(ok=False, events_checked=checked, first_bad_position=position, reason=reason)

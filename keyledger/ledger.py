@@ -506,15 +506,7 @@ class Ledger:
         """How far the views have reached (at most ``upto``), and the audit trail's chain at
         each position after ``after`` up to there."""
         reached = min(upto, self._store.position())
-        chains: dict[int, str] = {}
-        query = AuditQuery.build(limit=MAX_LIMIT, after=after)
-        while page := self._store.audit(query):
-            for entry in page:
-                if entry.position > reached:
-                    return reached, chains
-                chains[entry.position] = entry.chain
-            query = query.model_copy(update={"after": page[-1].position})
-        return reached, chains
+        return reached, self._store.audit_chains(after, reached)
 
     def sync(self) -> None:
         """Apply every event recorded so far (by any process) to this process's views,

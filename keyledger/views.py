@@ -19,6 +19,7 @@ from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError
 
+from keyledger.adapters.sqlite_views import row_reader
 from keyledger.adapters.transcoding import PydanticMapper
 from keyledger.projections.facts import Fact
 from keyledger.projections.ports import ViewStore
@@ -49,6 +50,7 @@ class Follower:
         self._subscription: Any = None
         self._threads: list[threading.Thread] = []
         self._within = threading.local()
+        self._read_rows = row_reader(recorder)
         self.catch_up()
 
     def _facts(self, notifications: Sequence[Notification], after: int) -> list[Fact]:
@@ -59,7 +61,12 @@ class Follower:
         return facts
 
     def _read(self, after: int, limit: int = PAGE_SIZE) -> list[Fact]:
-        return self._facts(self.recorder.select_notifications(start=after + 1, limit=limit), after)
+        facts = []
+        fact = self.mapper.fact
+        for position, _, version, topic, state in self._read_rows(after, limit):
+            facts.append(fact(state, topic, version, position, after))
+            after = position
+        return facts
 
     def head(self) -> int:
         """The newest position in the store."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -108,6 +109,13 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
                     if len(found) == query.limit:
                         break
         return found
+
+    def audit_chains(self, after: int, upto: int) -> dict[int, str]:
+        with self.lock:
+            entries = self.entries
+            start = bisect.bisect_right(entries, after, key=lambda e: e.position)
+            stop = bisect.bisect_right(entries, upto, key=lambda e: e.position)
+            return {e.position: e.chain for e in entries[start:stop]}
 
     def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
         return self.secrets.get(digest)

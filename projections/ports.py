@@ -106,6 +106,11 @@ class ViewStore(ABC):
         """Audit entries matching ``query``, in position order."""
 
     @abstractmethod
+    def audit_chains(self, after: int, upto: int) -> dict[int, str]:
+        """The audit trail's chain at each position in ``(after, upto]`` (for the
+        integrity check's comparison of the events with the trail)."""
+
+    @abstractmethod
     def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
         """The (account, key id) a digest was ever issued to."""
 

@@ -87,6 +87,10 @@ class ValidKeyIndex:
             entries.pop(digest, None)
         entries.update(puts)
 
+    def as_dict(self) -> dict[bytes, Principal]:
+        """Every entry by digest (a copy)."""
+        return dict(self._entries)
+
     def entries(self) -> list[tuple[bytes, Principal]]:
         """Every (digest, entry) pair, sorted by digest, for comparing views."""
         return sorted(self._entries.items())

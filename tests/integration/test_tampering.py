@@ -9,7 +9,9 @@ whose stored events are still readable JSON must open, so that the check can run
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 import pytest
@@ -270,3 +272,24 @@ class TestAForgedValidKey:
             report = ledger.check_integrity()
 
         assert principal is None or not report.ok, (principal, report)
+
+
+class TestAMangledStreamId:
+    """A stored event whose stream id is no longer an id at all (SQLite keeps it as
+    text) is reported at its position, not raised from the check."""
+
+    @pytest.mark.parametrize("durable_url", ["sqlite"], indirect=True)
+    def test_is_reported_at_its_position(
+        self, tables: StoreTables, durable_url: str, clock: ManualClock
+    ) -> None:
+        target = nth(tables.rows(), GLOBEX, CREATED, 1)
+        with closing(sqlite3.connect(tables.path)) as conn, conn:
+            conn.execute(
+                "UPDATE stored_events SET originator_id = 'not-a-stream' WHERE rowid = ?", (target.position,)
+            )
+
+        report, _ = checked(durable_url, clock)
+
+        assert not report.ok
+        assert report.first_bad_position == target.position
+        assert report.reason == "event cannot be read"

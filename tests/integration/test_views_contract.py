@@ -188,6 +188,23 @@ class TestTheScriptRan:
         assert ledger.position == 14
 
 
+class TestAuditChains:
+    """What the integrity check compares the events with: the trail's chain by position."""
+
+    @pytest.mark.parametrize(("after", "upto"), [(0, 14), (3, 9), (13, 14), (14, 20), (5, 5)])
+    def test_gives_the_chain_of_each_entry_in_the_range(
+        self, scripted: tuple[Ledger, Story], after: int, upto: int
+    ) -> None:
+        """``audit_chains(after, upto)`` holds exactly the entries in ``(after, upto]``."""
+        ledger, _ = scripted
+        store: Any = ledger._store  # the port itself: the Ledger does not expose it
+
+        chains = store.audit_chains(after, upto)
+
+        expected = {e.position: e.chain for e in ledger.audit(limit=10_000) if after < e.position <= upto}
+        assert chains == expected
+
+
 class TestCatalogue:
     """keys() and key() list every key in creation order with its status and secrets."""
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from keyledger.adapters.sql_views import SQLViews
@@ -38,6 +39,9 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
     def read_cursor(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=False) as cursor:
             yield cursor
+
+    def plain_rows(self, cursor: Any) -> None:
+        cursor.row_factory = tuple_row
 
     def _delete_tracking(self, c: Any) -> None:
         c.execute(

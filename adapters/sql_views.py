@@ -269,12 +269,20 @@ class SQLViews(ViewStore):
             return list(cursor.fetchall())
 
     def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
+        # Plain tuples and no per-row call but tuple's own: opening a ledger reads every
+        # row of this table before it verifies anything.
+        new = tuple.__new__
         with self.read_cursor() as cursor:
+            self.plain_rows(cursor)
             cursor.execute(self.sql("SELECT digest, account, key_id, name, valid_until FROM {valid}"))
             while records := cursor.fetchmany(10_000):
-                for r in records:
-                    entry = Principal(r["account"], r["key_id"], r["name"], unstamp(r["valid_until"]))
-                    yield bytes(r["digest"]), entry
+                for digest, account, key_id, name, until in records:
+                    until = None if until is None else datetime.fromisoformat(until)
+                    yield bytes(digest), new(Principal, (account, key_id, name, until))
+
+    @abstractmethod
+    def plain_rows(self, cursor: Any) -> None:
+        """Make ``cursor`` return rows as plain tuples."""
 
     def _views(self, where: str, params: Sequence[Any], now: datetime) -> list[KeyView]:
         records = self._select(

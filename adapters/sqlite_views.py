@@ -60,6 +60,9 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
         with self.datastore.transaction(commit=False) as cursor, _translated():
             yield cursor.sqlite_cursor
 
+    def plain_rows(self, cursor: sqlite3.Cursor) -> None:
+        cursor.row_factory = None
+
     def _delete_tracking(self, c: Any) -> None:
         c.execute("DELETE FROM tracking WHERE application_name = ?", [VIEWS_NAME])
 

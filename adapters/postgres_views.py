@@ -3,16 +3,74 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+import psycopg
+from eventsourcing.persistence import (
+    InterfaceError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from keyledger.adapters.sql_views import SQLViews
+from keyledger.adapters.sql_views import SQLViews, ViewsWithin, Within
 from keyledger.projections.ports import VIEWS_NAME
+
+
+class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
+    """eventsourcing's PostgreSQL recorder of events, calling :attr:`within` in the
+    transaction that inserts a command's events (which holds the events table's lock)."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.select_between_statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        ).format(Identifier(datastore.schema), Identifier(events_table_name))
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        within = self.within
+        if within is None or not stored_events:
+            return cast(Sequence[int] | None, super().insert_events(stored_events, **kwargs))
+        return cast(Sequence[int], self._insert_within(stored_events, within))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_within(self, stored_events: Sequence[StoredEvent], within: Within) -> Sequence[int]:
+        # eventsourcing's insert (table lock, NOTIFY, INSERT ... RETURNING), then the views,
+        # in one transaction that any exception rolls back.
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_stored_events(curs, stored_events)
+            ids = [int(row["notification_id"]) for row in curs.fetchall()]
+            new = [
+                Notification(
+                    id=i, originator_id=s.originator_id, originator_version=s.originator_version,
+                    topic=s.topic, state=s.state,
+                )
+                for i, s in zip(ids, stored_events, strict=True)
+            ]  # fmt: skip
+            try:
+                within(curs, lambda after, upto: self._between(curs, after, upto), new)
+            except psycopg.IntegrityError as error:
+                # A view's constraint, not a version conflict: not for the command to retry.
+                raise PersistenceError(str(error)) from error
+        return ids
+
+    def _between(self, curs: Any, after: int, upto: int) -> list[Notification]:
+        curs.execute(self.select_between_statement, (after, upto))
+        return [
+            Notification(
+                id=row["notification_id"], originator_id=row["originator_id"],
+                originator_version=row["originator_version"], topic=row["topic"], state=bytes(row["state"]),
+            )
+            for row in curs.fetchall()
+        ]  # fmt: skip
 
 
 class PostgresViews(PostgresTrackingRecorder, SQLViews):
@@ -31,9 +89,22 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
     @contextmanager
     def locked_transaction(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=True) as cursor:
-            # One advisory lock per schema serialises the writers of these views.
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(self.table("audit").encode())])
+            self._lock(cursor)
             yield cursor
+
+    def _lock(self, cursor: Any) -> None:
+        # One advisory lock per schema serialises the writers of these views.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [self._lock_key])
+
+    def try_lock_in(self, cursor: Any) -> bool:
+        # A command never waits for the views: if a follower is writing them, the
+        # command's events are applied after its commit instead.
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", [self._lock_key])
+        return bool(cursor.fetchone()["locked"])
+
+    @property
+    def _lock_key(self) -> int:
+        return zlib.crc32(self.table("audit").encode())
 
     @contextmanager
     def read_cursor(self) -> Iterator[Any]:

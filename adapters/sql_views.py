@@ -16,13 +16,13 @@ they sort as text exactly as they sort as times.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Notification, Tracking
 
 from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AuditEntry, AuditQuery
@@ -39,6 +39,23 @@ AUDIT_COLUMNS = (
     "position, account, version, action, actor, key_id, key_name, occurred_at, recorded_at, details, "
     "previous_position, chain, previous_chain"
 )
+
+
+EventRow = tuple[int, Any, int, str, bytes]
+"""A stored event as a row: position, originator id, version, topic, state."""
+Reader = Callable[[int, int], Sequence[Notification]]
+"""Reads the notifications after one position up to another, in the current transaction."""
+Within = Callable[[Any, Reader, Sequence[Notification]], None]
+"""Called in the transaction that inserts events: (cursor, reader, the new notifications)."""
+
+
+class ViewsWithin:
+    """A recorder of events with one hook: a Ledger attaches ``within``, which the
+    recorder calls in the transaction that inserts a command's events, after the insert,
+    so the views take those events in the same commit. A command then pays one durable
+    commit, not two, and its events and its views are all or nothing."""
+
+    within: Within | None = None
 
 
 def stamp(moment: datetime | None) -> str | None:
@@ -245,6 +262,11 @@ class SQLViews(ViewStore):
             return True
         with self.locked_transaction() as cursor:
             return self.write_in(cursor, facts, project, after=after)
+
+    def try_lock_in(self, cursor: Any) -> bool:
+        """Take the views' lock in the caller's transaction if it is free (SQLite: the
+        caller's write transaction already excludes every other writer)."""
+        return True
 
     def position_in(self, cursor: Any) -> int:
         """The views' position, read in the caller's transaction."""

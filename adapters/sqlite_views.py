@@ -22,7 +22,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from keyledger.adapters.sql_views import SQLViews
+from keyledger.adapters.sql_views import EventRow, SQLViews, ViewsWithin
 from keyledger.projections.ports import VIEWS_NAME
 
 
@@ -67,21 +67,9 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
         c.execute("DELETE FROM tracking WHERE application_name = ?", [VIEWS_NAME])
 
 
-EventRow = tuple[int, Any, int, str, bytes]
-"""A stored event as a row: position, originator id, version, topic, state."""
-Reader = Callable[[int, int], Sequence[Notification]]
-"""Reads the notifications after one position up to another, in the current transaction."""
-Within = Callable[[Any, Reader, Sequence[Notification]], None]
-"""Called in the transaction that inserts events: (cursor, reader, the new notifications)."""
-
-
-class SQLiteEventRecorder(SQLiteApplicationRecorder):
-    """eventsourcing's SQLite recorder of events, with one hook: a Ledger attaches
-    ``within``, which is called in the transaction that inserts a command's events, after
-    the insert, so the views take those events in the same commit. A command then pays
-    one durable commit, not two, and its events and its views are all or nothing."""
-
-    within: Within | None = None
+class SQLiteEventRecorder(SQLiteApplicationRecorder, ViewsWithin):
+    """eventsourcing's SQLite recorder of events, calling :attr:`within` in the
+    transaction that inserts a command's events (which holds the database's write lock)."""
 
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name)

@@ -98,6 +98,8 @@ def parse_url(url: str) -> StoreSettings:
                 "POSTGRES_USER": unquote(parts.username or "postgres"),
                 "POSTGRES_PASSWORD": unquote(parts.password or ""),
                 "POSTGRES_CONNECT_TIMEOUT": "5",
+                # Events and views in one commit (see PostgresEventRecorder).
+                "APPLICATION_RECORDER_TOPIC": "keyledger.adapters.postgres_views:PostgresEventRecorder",
             },
         )
     raise InvalidInput("url", "must start with memory://, sqlite:/// or postgresql://")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import cast
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, MapperDeserialisationError
@@ -40,7 +41,8 @@ def check_integrity(
     trail's chain at each position in that range), the stored events are also compared with
     the audit trail position by position: an account's newest event deleted, or events of
     two accounts swapped in the global order (each account's chain still intact), is
-    reported at its position.
+    reported at its position; so is any deleted event, rather than at the account's next
+    event where its chain breaks.
     """
     expected = ValidKeyIndex()
     read = row_reader(recorder)
@@ -66,42 +68,51 @@ def check_integrity(
             progress(last, max(total, last))
         recorded = audit_chains(position, last) if audit_chains is not None else None
         seen: dict[int, str] = {}
+        failure = None
         for position, originator, version, topic, data in page:
             checked += 1
+            failure = None
             head = heads.get(originator)
-            if head is None:
-                try:
-                    head = (0, GENESIS, str(UUID(str(originator))))
-                except ValueError:
-                    return _broken(checked, position, "event cannot be read")
-            if version != head[0] + 1:
-                return _broken(checked, position, f"version {version} follows version {head[0]}")
             try:
+                if head is None:
+                    head = (0, GENESIS, str(UUID(str(originator))))
                 state = mapper.decode_bytes(data, f"at position {position}")
-            except MapperDeserialisationError:
-                return _broken(checked, position, "event cannot be read")
+            except (ValueError, MapperDeserialisationError):
+                failure = (position, "event cannot be read")
+                break
             chain = state.get("chain") if isinstance(state, dict) else None
-            if not isinstance(chain, str):
-                return _broken(checked, position, "event cannot be read")
-            if chain != link(head[1], head[2], version, topic, state, canonical_json):
-                return _broken(checked, position, "event does not match its chain")
+            if version != head[0] + 1:
+                failure = (position, f"version {version} follows version {head[0]}")
+            elif not isinstance(chain, str):
+                failure = (position, "event cannot be read")
+            elif chain != link(head[1], head[2], version, topic, state, canonical_json):
+                failure = (position, "event does not match its chain")
+            if failure is not None:
+                break
+            chain = cast(str, chain)  # the checks above passed: it is text
             heads[originator] = (version, chain, head[2])
             seen[position] = chain
             if "class_version" in state:
                 upcast(resolve_topic(topic), state)
             expected.apply(Fact(position, version, action_of(topic), state, 0))
+        # The first bad position is the earliest place the store differs: an event the
+        # audit trail recorded and the store no longer holds (deleted, moved) is reported
+        # at its own place, even when the chain only breaks at a later event.
         if recorded is not None:
             reached, chains = recorded
+            below = failure[0] if failure is not None else reached + 1
             unlike = [
                 p
                 for p in sorted(chains.keys() | seen.keys())
-                if p <= reached and chains.get(p) != seen.get(p)
+                if p <= reached and p < below and chains.get(p) != seen.get(p)
             ]
             if unlike:
                 return IntegrityReport(
                     ok=False, events_checked=checked, first_bad_position=unlike[0],
                     reason="the stored events differ from the audit trail at this position",
                 )  # fmt: skip
+        if failure is not None:
+            return _broken(checked, *failure)
 
 
 def _broken(checked: int, position: int, reason: str) -> IntegrityReport:

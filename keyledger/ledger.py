@@ -13,8 +13,6 @@ verification refuses an ended secret the instant the command returns.
 from __future__ import annotations
 
 import binascii
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -22,7 +20,6 @@ import random
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -35,9 +32,10 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
 from pydantic import SecretStr
 
-from keyledger.adapters.sqlite_views import SQLiteEventRecorder
+from keyledger.adapters.sql_views import ViewsWithin
 from keyledger.adapters.stores import parse_url, resolve_url
 from keyledger.adapters.transcoding import PydanticMapper
+from keyledger.adapters.turns import AccountTurns, turns_for
 from keyledger.application import KeyringApplication, creating_tables
 from keyledger.domain import (
     DEFAULT_ACCOUNT,
@@ -80,7 +78,6 @@ DEFAULT_MAX_ATTEMPTS = 10
 _sha256 = hashlib.sha256
 _a2b_base64 = binascii.a2b_base64
 LOCK_STRIPES = 64
-ACCOUNT_LOCK_RANGE = 1 << 20
 """Commands on accounts whose names hash alike wait for each other, in one process."""
 PREFIX_VARIABLE = "KEYLEDGER_KEY_PREFIX"
 GRACE_VARIABLE = "KEYLEDGER_GRACE_SECONDS"
@@ -105,7 +102,7 @@ class Ledger:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         strict: bool = False,
         follow: bool = True,
-        lock_path: str | None = None,
+        turns: AccountTurns | None = None,
     ) -> None:
         if (
             not isinstance(grace_period, timedelta)
@@ -133,10 +130,10 @@ class Ledger:
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._account_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
-        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
+        self._turns = turns or AccountTurns()
         self._store = self._guard(app.construct_views)
         self._follower = self._guard(lambda: Follower(app.recorder, mapper, self._store))
-        if isinstance(app.recorder, SQLiteEventRecorder):
+        if isinstance(app.recorder, ViewsWithin):
             app.recorder.within = self._follower.within
         self._usage = UsageRecorder(self._store, clock)
         self._uses = self._usage.pending
@@ -183,6 +180,11 @@ class Ledger:
         except OSError as error:
             raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
         try:
+            turns = turns_for(settings)
+        except OSError as error:
+            app.close()
+            raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
+        try:
             return cls(
                 app,
                 store=settings.describe(),
@@ -192,9 +194,10 @@ class Ledger:
                 max_attempts=max_attempts,
                 strict=strict,
                 follow=follow,
-                lock_path=settings.env["SQLITE_DBNAME"] + ".lock" if settings.kind == "sqlite" else None,
+                turns=turns,
             )
         except BaseException:
+            turns.close()
             app.close()
             raise
 
@@ -529,8 +532,7 @@ class Ledger:
                 self._sweeper.join()
             self._follower.stop()
             self._usage.stop()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
+            self._turns.close()
             self._store.close()
             self._app.close()
 
@@ -584,22 +586,6 @@ class Ledger:
             return Keyring(keyring_id, account, now)
         return keyring
 
-    @contextlib.contextmanager
-    def _account_file_lock(self, account: str) -> Iterator[None]:
-        """On SQLite, commands of all processes on one account take turns: an exclusive
-        lock on one byte (by the account's hash) of a lock file beside the database, taken
-        before any database transaction and released by the kernel if the process dies.
-        Without it, a busy writer could make another one lose every race."""
-        if self._lock_fd is None:
-            yield
-            return
-        offset = zlib.crc32(account.encode()) % ACCOUNT_LOCK_RANGE
-        fcntl.lockf(self._lock_fd, fcntl.LOCK_EX, 1, offset)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_UN, 1, offset)
-
     def _lock_for(self, account: str) -> threading.Lock:
         return self._account_locks[hash(account) % LOCK_STRIPES]
 
@@ -608,7 +594,7 @@ class Ledger:
         # never changed by a command: each attempt decides on a copy, so losing a race
         # leaves nothing to undo, and the retry only fast-forwards. One thread at a time
         # per account, in one process (they would only conflict).
-        with self._lock_for(account), self._account_file_lock(account):
+        with self._lock_for(account), self._turns.turn(account):
             for attempt in range(self._max_attempts):
                 now = self._now()
                 keyring = self._guard(partial(self._load, account, now)).copy()

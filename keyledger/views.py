@@ -85,11 +85,14 @@ class Follower:
         self, cursor: Any, read: Callable[[int, int], Sequence[Notification]], new: Sequence[Notification]
     ) -> None:
         """Apply a command's new events to the durable views in the transaction that
-        inserts them (which holds the database's write lock), with any events of other
-        processes the views have not taken yet; the facts are kept for :meth:`adopt`.
-        Takes no lock of this object: another thread may hold it waiting for the
-        database. Views further behind than a page are left to :meth:`catch_up`."""
+        inserts them, with any events of other processes the views have not taken yet;
+        the facts are kept for :meth:`adopt`. Takes no lock of this object (another
+        thread may hold it waiting for the database) and never waits for the views'
+        lock: views another writer holds, or further behind than a page, are left to
+        :meth:`catch_up` after the commit."""
         self._within.facts = None
+        if not self.store.try_lock_in(cursor):
+            return
         position = self.store.position_in(cursor)
         first = new[0].id
         if first - 1 - position > PAGE_SIZE:

@@ -75,6 +75,11 @@ class ViewStore(ABC):
         moved it). Positions may have gaps (PostgreSQL's sequence skips the ids of
         rolled-back inserts), so only ``after`` says what the facts follow."""
 
+    def try_lock_in(self, cursor: Any) -> bool:
+        """Take the views' write lock in a transaction of the events' database, if no
+        other writer holds it (stores that live there; see :meth:`write_in`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not share the events' transactions")
+
     def position_in(self, cursor: Any) -> int:
         """The position, read in a transaction of the events' database (stores that
         live there; see :meth:`write_in`)."""

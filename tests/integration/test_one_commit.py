@@ -1,4 +1,4 @@
-"""On SQLite a command's events and its views are written in one transaction.
+"""A command's events and its views are written in one transaction (SQLite, PostgreSQL).
 
 The recorder calls the ledger back inside the transaction that inserts the events, and
 the views take them (with any events of other processes they had not taken yet) before
@@ -13,11 +13,15 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from keyledger import Actor, Ledger, StoreUnavailable
 from keyledger.testing import ManualClock
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import StoreTables
 
 VIEW_TABLES = (
     "keyledger_valid",
@@ -136,3 +140,27 @@ def test_two_ledgers_on_one_file_each_commit_their_views_with_their_events(
         other.sync()
         assert other.verify(kept.secret.get_secret_value()) is None
         assert [k.status for k in other.keys("acme")] == ["revoked", "active"]
+
+
+class TestOnPostgreSQL:
+    """PostgreSQL too: the views are written in the transaction that inserts the events."""
+
+    def test_a_view_write_that_fails_records_no_event(
+        self, postgres_url: str, store_tables: type[StoreTables], clock: ManualClock, alice: Actor
+    ) -> None:
+        tables = store_tables(postgres_url)
+        with Ledger.open(postgres_url, clock=clock, follow=False) as ledger:
+            ledger.create_key(alice, name="kept")
+            tables._execute(
+                f"ALTER TABLE {tables.schema}.keyledger_audit ADD CONSTRAINT refuse "
+                "CHECK (key_name IS DISTINCT FROM 'lost') NOT VALID"
+            )
+            with pytest.raises(StoreUnavailable):
+                ledger.create_key(alice, name="lost")
+            assert len(tables.rows()) == 1
+            assert [k.name for k in ledger.keys("acme")] == ["kept"]
+            tables._execute(f"ALTER TABLE {tables.schema}.keyledger_audit DROP CONSTRAINT refuse")
+            again = ledger.create_key(alice, name="again")
+            assert [row.position for row in tables.rows()] == [e.position for e in ledger.audit("acme")]
+            assert ledger.verify(again.secret.get_secret_value()) is not None
+            assert ledger.check_integrity().ok

@@ -19,6 +19,7 @@ import pytest
 from keyledger import Actor, IntegrityReport, Ledger, Permission
 from keyledger.domain import Keyring
 from keyledger.domain.keys import checksum, digest
+from keyledger.integrity import check_integrity
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:
@@ -163,14 +164,15 @@ class TestADeletedEvent:
     """An event removed from the middle of an account's stream is caught."""
 
     @pytest.mark.parametrize("choose", DELETIONS.values(), ids=DELETIONS.keys())
-    def test_is_reported_at_the_accounts_next_event(
+    def test_is_reported_at_its_own_place(
         self,
         tables: StoreTables,
         durable_url: str,
         clock: ManualClock,
         choose: Callable[[list[StoredRow]], StoredRow],
     ) -> None:
-        """Deleting a middle event is reported at the next event of the same account."""
+        """Deleting a middle event is reported where it was (the audit trail still has
+        it), before the account's next event, where its chain breaks."""
         rows = tables.rows()
         target = choose(rows)
         following = next_of_account(rows, target)
@@ -179,9 +181,32 @@ class TestADeletedEvent:
         report, _ = checked(durable_url, clock)
 
         assert target.version > 1
+        assert following.position > target.position
+        assert not report.ok
+        assert report.first_bad_position == target.position
+        assert report.reason == "the stored events differ from the audit trail at this position"
+
+    @pytest.mark.parametrize("choose", DELETIONS.values(), ids=DELETIONS.keys())
+    def test_is_reported_at_the_accounts_next_event_without_the_views(
+        self,
+        tables: StoreTables,
+        durable_url: str,
+        clock: ManualClock,
+        choose: Callable[[list[StoredRow]], StoredRow],
+    ) -> None:
+        """With nothing to compare against (the views emptied), the chain still catches
+        the deletion, at the next event of the same account."""
+        rows = tables.rows()
+        target = choose(rows)
+        following = next_of_account(rows, target)
+        tables.delete(target.position)
+
+        with Ledger.open(durable_url, clock=clock, follow=False) as ledger:
+            report = check_integrity(ledger._app.recorder, ledger._mapper)
+
         assert not report.ok
         assert report.first_bad_position == following.position
-        assert report.reason
+        assert report.reason == f"version {following.version} follows version {target.version - 1}"
 
 
 SWAPS: dict[str, Callable[[list[StoredRow]], tuple[StoredRow, StoredRow]]] = {

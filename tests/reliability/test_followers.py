@@ -231,16 +231,15 @@ def hold_an_append(holder: Ledger, writer: Writer) -> int:
     """Hold one create open inside its append (table locked, not committed) for a second
     while the writer goes on; returns how many events committed meanwhile."""
     recorder: Any = holder._app.recorder
-    fetch = recorder._fetch_ids_after_insert_events
+    within = recorder.within  # called inside the append, after the insert, before the commit
     inside, release = threading.Event(), threading.Event()
 
-    def fetch_and_hold(*args: Any, **kwargs: Any) -> Any:
-        ids = fetch(*args, **kwargs)
+    def within_and_hold(*args: Any) -> None:
+        within(*args)
         inside.set()
         release.wait(10)
-        return ids
 
-    recorder._fetch_ids_after_insert_events = fetch_and_hold
+    recorder.within = within_and_hold
     admin = Actor(user_id="root", account="acme", permissions=set(Permission))
     thread = threading.Thread(target=holder.create_key, args=(admin,), kwargs={"name": "held"})
     thread.start()
@@ -252,7 +251,7 @@ def hold_an_append(holder: Ledger, writer: Writer) -> int:
     finally:
         release.set()
         thread.join(10)
-        del recorder._fetch_ids_after_insert_events
+        recorder.within = within
     return during
 
 

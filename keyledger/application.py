@@ -113,9 +113,26 @@ class KeyringApplication(Application[UUID]):
         return not isinstance(self.factory, POPOFactory)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        # A snapshot only speeds up loading; failing to write one must not turn a
-        # command whose events are committed into an error.
-        try:
-            super()._take_snapshots(processing_event)
-        except PersistenceError as error:
-            logger.warning("snapshot not written: %s", type(error).__name__)
+        """Snapshot each saved Keyring whose new events reach a multiple of the
+        snapshotting interval (:data:`SNAPSHOT_INTERVAL`), from the Keyring just saved, at
+        its new version.
+
+        eventsourcing's own method reloads the Keyring from the store at that version
+        (its last snapshot plus the events since) to snapshot it: on a 10,000-key account
+        that doubled the cost of every hundredth command. The Keyring in hand is the
+        same state; any version is a valid snapshot. A snapshot only speeds up loading,
+        so failing to write one must not turn a command whose events are committed into
+        an error."""
+        interval = self.snapshotting_intervals.get(Keyring) if self.snapshotting_intervals else None
+        if self.snapshots is None or not interval:
+            return
+        due: dict[UUID, Keyring] = {}
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
+            if isinstance(aggregate, Keyring) and event.originator_version % interval == 0:
+                due[aggregate.id] = aggregate
+        for aggregate in due.values():
+            try:
+                self.snapshots.put([KeyringSnapshot.take(aggregate)])
+            except PersistenceError as error:
+                logger.warning("snapshot not written: %s", type(error).__name__)

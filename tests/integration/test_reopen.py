@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from keyledger import Actor, AuditEntry, Ledger, Permission, Principal
+from keyledger.adapters.stores import parse_url
+from keyledger.application import KeyringApplication
+from keyledger.domain import Keyring, KeyringSnapshot
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:
@@ -205,6 +209,48 @@ class TestReopeningAnAccountPastItsSnapshot:
 
         assert tables.snapshot_versions("acme") == [SNAPSHOT_INTERVAL]
         assert tables.stream_versions("acme") == list(range(1, REGENERATIONS + 3))
+
+    def test_the_snapshot_holds_the_state_the_events_give(
+        self,
+        durable_url: str,
+        store_tables: type[StoreTables],
+        long_history: tuple[str, list[str], list[str]],
+    ) -> None:
+        """The snapshot, taken from the Keyring just saved, equals the Keyring replayed
+        from the events alone (no snapshot) at the same version."""
+        [stored] = store_tables(durable_url).snapshot_states()
+        replayed = KeyringApplication(env={**parse_url(durable_url).env, "IS_SNAPSHOTTING_ENABLED": "n"})
+        try:
+            keyring = replayed.repository.get(Keyring.id_for("acme"), version=SNAPSHOT_INTERVAL)
+            expected = KeyringSnapshot.take(keyring).model_dump(mode="json")["state"]
+        finally:
+            replayed.close()
+
+        assert json.loads(stored)["state"] == expected
+
+    def test_a_save_that_crosses_the_interval_is_snapshotted_at_its_last_version(
+        self, durable_url: str, store_tables: type[StoreTables], clock: ManualClock, alice: Actor
+    ) -> None:
+        """One sweep records a GraceExpired per secret in one save; when those cross a
+        multiple of the interval, the snapshot is of the Keyring after all of them."""
+        regenerations = SNAPSHOT_INTERVAL - 3  # versions 2..98, each leaving a secret in grace
+        with Ledger.open(durable_url, clock=clock) as ledger:
+            key = ledger.create_key(alice, name="Busy key")
+            for _ in range(regenerations):
+                newest = ledger.regenerate_key(alice, key.key_id, grace=True)
+            clock.advance(seconds=13 * 3600)
+            expired = ledger.expire_grace()
+        with Ledger.open(durable_url, clock=clock) as reopened:
+            listed = reopened.key("acme", key.key_id)
+            works = reopened.verify(newest.secret.get_secret_value())
+            report = reopened.check_integrity()
+
+        assert expired == regenerations
+        assert store_tables(durable_url).snapshot_versions("acme") == [1 + 2 * regenerations]
+        assert listed is not None
+        assert listed.grace == ()
+        assert works is not None
+        assert report.ok, report
 
     def test_verifies_after_reopening(
         self, durable_url: str, clock: ManualClock, long_history: tuple[str, list[str], list[str]]

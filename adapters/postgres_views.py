@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -22,6 +23,9 @@ from psycopg.sql import SQL, Identifier
 
 from keyledger.adapters.sql_views import SQLViews, ViewsWithin, Within
 from keyledger.projections.ports import VIEWS_NAME
+
+LISTEN_WAKE = 0.1
+"""Seconds between checks for a stop while listening."""
 
 
 class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
@@ -61,6 +65,22 @@ class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
                 # A view's constraint, not a version conflict: not for the command to retry.
                 raise PersistenceError(str(error)) from error
         return ids
+
+    def listen(self, notified: Callable[[], None], stopping: threading.Event) -> None:
+        """Call ``notified`` in this thread once after LISTEN is in place, then after
+        every NOTIFY of a commit, until ``stopping`` is set (seen within
+        :data:`LISTEN_WAKE` seconds). eventsourcing's subscription hands each wake
+        through two threads of its own before the caller's; beside a thread busy
+        verifying, every hand-over waits for the GIL."""
+        with self.datastore.get_connection() as connection:
+            connection.execute(SQL("LISTEN {0}").format(Identifier(self.channel_name)))
+            notified()  # whatever committed before the LISTEN took effect
+            while not stopping.is_set():
+                for _ in connection.notifies(timeout=LISTEN_WAKE, stop_after=1):
+                    if stopping.is_set():
+                        return
+                    notified()
+            connection.execute(SQL("UNLISTEN {0}").format(Identifier(self.channel_name)))
 
     def _between(self, curs: Any, after: int, upto: int) -> list[Notification]:
         curs.execute(self.select_between_statement, (after, upto))
@@ -108,7 +128,9 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
 
     @contextmanager
     def read_cursor(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=False) as cursor:
+        # Every read here is one statement, its own transaction on the pool's autocommit
+        # connection: no BEGIN and ROLLBACK round trips around it.
+        with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             yield cursor
 
     def plain_rows(self, cursor: Any) -> None:

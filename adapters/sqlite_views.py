@@ -57,8 +57,15 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
 
     @contextmanager
     def read_cursor(self) -> Iterator[sqlite3.Cursor]:
-        with self.datastore.transaction(commit=False) as cursor, _translated():
-            yield cursor.sqlite_cursor
+        # Every read here is one statement, which SQLite runs on a consistent snapshot of
+        # its own: no BEGIN and ROLLBACK around it (two more calls, and beside a thread
+        # busy verifying, two more waits for the GIL).
+        with self.datastore.get_connection(commit=False) as connection, _translated():
+            cursor = connection.cursor().sqlite_cursor
+            try:
+                yield cursor
+            finally:
+                cursor.close()
 
     def plain_rows(self, cursor: sqlite3.Cursor) -> None:
         cursor.row_factory = None
@@ -100,9 +107,14 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder, ViewsWithin):
         """Up to ``limit`` events after position ``after`` as plain rows (position,
         originator id as stored, version, topic, state): what the readers of the whole
         log need, without a Notification and a UUID per event."""
-        with self.datastore.transaction(commit=False) as c, _translated():
-            c.execute(self.select_rows_statement, (after, limit))
-            return [tuple(row) for row in c.fetchall()]
+        # One statement, no BEGIN and ROLLBACK around it (see SQLiteViews.read_cursor).
+        with self.datastore.get_connection(commit=False) as connection, _translated():
+            cursor = connection.cursor().sqlite_cursor
+            try:
+                cursor.row_factory = None
+                return cursor.execute(self.select_rows_statement, (after, limit)).fetchall()
+            finally:
+                cursor.close()
 
     def _between(self, c: SQLiteCursor, after: int, upto: int) -> list[Notification]:
         # The table name is eventsourcing's constant, never input.

@@ -2,12 +2,13 @@
 process's verification index in memory.
 
 Both follow the notification log in order, each event applied exactly once at its
-position. After a command, the writing process applies its own events before the command
-returns. Other processes follow with a background thread: on PostgreSQL it wakes on
-LISTEN/NOTIFY (and polls every second as a fallback); on SQLite, whose recorder cannot
-subscribe, it polls the maximum notification id every :data:`POLL_INTERVAL` seconds.
-Whoever applies events to the durable views first wins; the others see the position has
-moved and only update their own index.
+position. A command's own events reach the durable views in the transaction that records
+them (when the views' lock is free), and this process's index before the command
+returns. Other processes follow with a background thread: on PostgreSQL it LISTENs and
+catches up on each NOTIFY (and polls every second as a fallback); on SQLite, whose
+recorder cannot notify, it reads the events after its position every
+:data:`POLL_INTERVAL` seconds. Whoever applies events to the durable views first wins;
+the others see the position has moved and only update their own index.
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ class Follower:
         self.index = ValidKeyIndex(store.valid_entries())
         self._changed = threading.Event()
         self._stopping = threading.Event()
-        self._subscription_lock = threading.Lock()
-        self._subscription: Any = None
         self._threads: list[threading.Thread] = []
         self._within = threading.local()
         self._read_rows = row_reader(recorder)
@@ -78,8 +77,16 @@ class Follower:
         with self.lock:
             if notifications and notifications[0].id == self.position + 1:
                 self._advance(self._facts(notifications, self.position))
-            while facts := self._read(self.position):
+            self._read_to_head()
+
+    def _read_to_head(self) -> None:
+        """Read and apply pages until one comes back short: the head as of that read."""
+        while True:
+            facts = self._read(self.position)
+            if facts:
                 self._advance(facts)
+            if len(facts) < PAGE_SIZE:
+                return
 
     def within(
         self, cursor: Any, read: Callable[[int, int], Sequence[Notification]], new: Sequence[Notification]
@@ -113,8 +120,7 @@ class Follower:
                 for fact in facts:
                     self.index.apply(fact)
                 self.position = facts[-1].position
-            while more := self._read(self.position):
-                self._advance(more)
+            self._read_to_head()
         return True
 
     def forget(self) -> None:
@@ -122,11 +128,16 @@ class Follower:
         self._within.facts = None
 
     def _advance(self, facts: list[Fact]) -> None:
-        if not self.store.write(facts, project, after=self.position):
-            self._settle_store(facts[-1].position)
+        # The index first: a revocation takes effect here before any more I/O. Then the
+        # durable views, which the writer has usually updated in its own commit (a read
+        # tells, where trying to write would take the write lock first); if they fail,
+        # the next advance finds them behind and settles them.
+        after = self.position
         for fact in facts:
             self.index.apply(fact)
         self.position = facts[-1].position
+        if self.store.position() < facts[-1].position and not self.store.write(facts, project, after=after):
+            self._settle_store(facts[-1].position)
 
     def _settle_store(self, target: int, page: int = PAGE_SIZE) -> None:
         """Bring the durable views to ``target`` at least, from wherever they are."""
@@ -177,36 +188,33 @@ class Follower:
             if self._stopping.is_set():
                 return
             try:
-                if self.head() > self.position:
-                    self.catch_up()
+                self.catch_up()  # one read when nothing is new
             except PersistenceError as error:
                 logger.warning("following the ledger failed: %s", type(error).__name__)
 
     def _listen(self) -> None:
+        listen = getattr(self.recorder, "listen", None)
+        if listen is None:
+            return
         while not self._stopping.is_set():
             try:
-                # Created under the lock that stop() takes, so a subscription is either
-                # never made or always stopped: closing never waits for a timeout.
-                with self._subscription_lock:
-                    if self._stopping.is_set():
-                        return
-                    subscription = self._subscription = self.recorder.subscribe(gt=self.position)
-                with subscription:
-                    for _ in subscription:
-                        self._changed.set()
-                        if self._stopping.is_set():
-                            return
+                # Applied in this thread, not handed to the poller: one thread fewer to
+                # wake (beside a thread busy verifying, each waits for the GIL).
+                listen(self._notified, self._stopping)
             except Exception as error:
                 logger.warning("listening for new events failed: %s", type(error).__name__)
                 self._stopping.wait(NOTIFY_FALLBACK_INTERVAL)
+
+    def _notified(self) -> None:
+        try:
+            self.catch_up()
+        except PersistenceError as error:
+            logger.warning("following the ledger failed: %s", type(error).__name__)
 
     def stop(self) -> None:
         """Stop following (idempotent)."""
         self._stopping.set()
         self._changed.set()
-        with self._subscription_lock:
-            if self._subscription is not None:
-                self._subscription.stop()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)

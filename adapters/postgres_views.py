@@ -16,7 +16,12 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresTrackingRecorder,
+)
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
@@ -38,6 +43,9 @@ class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
             "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
         ).format(Identifier(datastore.schema), Identifier(events_table_name))
+        self.prelude_statement = SQL("; ").join(
+            [*self.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(self.channel_name))]
+        )
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         within = self.within
@@ -50,7 +58,7 @@ class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
         # eventsourcing's insert (table lock, NOTIFY, INSERT ... RETURNING), then the views,
         # in one transaction that any exception rolls back.
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            self._insert_stored_events(curs, stored_events)
+            self._append(curs, stored_events)
             ids = [int(row["notification_id"]) for row in curs.fetchall()]
             new = [
                 Notification(
@@ -65,6 +73,13 @@ class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
                 # A view's constraint, not a version conflict: not for the command to retry.
                 raise PersistenceError(str(error)) from error
         return ids
+
+    def _append(self, curs: Any, stored_events: Sequence[StoredEvent]) -> None:
+        """eventsourcing's append in two round trips instead of four: the lock timeout,
+        the table lock and the NOTIFY as one query (statements without parameters), then
+        the insert (whose ids the caller fetches)."""
+        curs.execute(self.prelude_statement, prepare=False)
+        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
 
     def listen(self, notified: Callable[[], None], stopping: threading.Event) -> None:
         """Call ``notified`` in this thread once after LISTEN is in place, then after

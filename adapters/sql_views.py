@@ -106,6 +106,20 @@ def entry_from_record(record: Any) -> AuditEntry:
     )  # fmt: skip
 
 
+class _Many:
+    """``executemany`` that runs a single row with ``execute`` (a command's batch is one
+    row per table; psycopg runs ``executemany`` as a pipeline, a round trip more)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if len(rows) == 1:
+            self.cursor.execute(statement, rows[0])
+        else:
+            self.cursor.executemany(statement, rows)
+
+
 class _Batch(ViewWriter):
     """The writes of one run of events, buffered and flushed at the end."""
 
@@ -171,7 +185,7 @@ class _Batch(ViewWriter):
         self.audit_keys.extend((key_id, entry.position) for key_id in key_ids)
 
     def flush(self) -> None:
-        views, cursor = self.views, self.cursor
+        views, cursor = self.views, _Many(self.cursor)
         gone = [[digest] for digest, entry in self.entries.items() if entry is None]
         kept = [
             [digest, entry.account, entry.key_id, entry.name, stamp(entry.grace_until)]
@@ -272,10 +286,14 @@ class SQLViews(ViewStore):
         """The views' position, read in the caller's transaction."""
         return self._max_tracking_id(VIEWS_NAME, cursor) or 0
 
-    def write_in(self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
+    def write_in(
+        self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int, position: int | None = None
+    ) -> bool:
         """Apply ``facts`` in the caller's write transaction, which must hold the views'
-        lock (or the database's write lock); ``False`` if the views are not at ``after``."""
-        position = self.position_in(cursor)
+        lock (or the database's write lock); ``False`` if the views are not at ``after``.
+        ``position``: the views' position, if the caller read it in this transaction."""
+        if position is None:
+            position = self.position_in(cursor)
         if position != after:
             return False
         batch = _Batch(self, cursor, fresh=position == 0)

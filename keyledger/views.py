@@ -106,7 +106,7 @@ class Follower:
             return
         earlier = read(position, first - 1) if position < first - 1 else []
         facts = self._facts([*earlier, *new], position)
-        if self.store.write_in(cursor, facts, project, after=position):
+        if self.store.write_in(cursor, facts, project, after=position, position=position):
             self._within.facts = facts
 
     def adopt(self) -> bool:

@@ -85,7 +85,9 @@ class ViewStore(ABC):
         live there; see :meth:`write_in`)."""
         raise NotImplementedError(f"{type(self).__name__} does not share the events' transactions")
 
-    def write_in(self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
+    def write_in(
+        self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int, position: int | None = None
+    ) -> bool:
         """:meth:`write`, in a write transaction of the events' database that the caller
         holds (stores that live there, so a command's events and views commit together)."""
         raise NotImplementedError(f"{type(self).__name__} does not share the events' transactions")

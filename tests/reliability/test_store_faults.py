@@ -246,7 +246,7 @@ class TestPostgreSQLConnectionsKilledMidCommand:
         """Terminate the connection inside each of the next ``times`` appends; returns the
         backends killed."""
         recorder: Any = ledger._app.recorder
-        insert = recorder._insert_stored_events
+        insert = recorder._append  # the append inside a command's transaction
         killed: list[int] = []
 
         def killing_insert(curs: Any, *args: Any, **kwargs: Any) -> Any:
@@ -255,7 +255,7 @@ class TestPostgreSQLConnectionsKilledMidCommand:
                 terminate_backend(url, killed[-1])
             return insert(curs, *args, **kwargs)
 
-        recorder._insert_stored_events = killing_insert
+        recorder._append = killing_insert
         return killed
 
     def test_a_connection_killed_once_is_retried_and_the_command_succeeds_once(
@@ -285,7 +285,7 @@ class TestPostgreSQLConnectionsKilledMidCommand:
         with Ledger.open(pg_url) as ledger:
             killed = self.kill_inside_appends(ledger, pg_url, 1000)
             issued, error = attempt(lambda: ledger.create_key(ALICE, name="always killed"))
-            del ledger._app.recorder._insert_stored_events  # type: ignore[attr-defined]
+            del ledger._app.recorder._append  # type: ignore[attr-defined]
             after = ledger.create_key(ALICE, name="after").secret.get_secret_value()
 
         intact, names = recovered(pg_url, [after], ["always killed", "after"])

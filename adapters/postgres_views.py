@@ -26,7 +26,7 @@ from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from keyledger.adapters.sql_views import SQLViews, ViewsWithin, Within
+from keyledger.adapters.sql_views import SQLViews, ViewsWithin, Within, as_notifications
 from keyledger.projections.ports import VIEWS_NAME
 
 LISTEN_WAKE = 0.1
@@ -60,13 +60,7 @@ class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._append(curs, stored_events)
             ids = [int(row["notification_id"]) for row in curs.fetchall()]
-            new = [
-                Notification(
-                    id=i, originator_id=s.originator_id, originator_version=s.originator_version,
-                    topic=s.topic, state=s.state,
-                )
-                for i, s in zip(ids, stored_events, strict=True)
-            ]  # fmt: skip
+            new = as_notifications(ids, stored_events)
             try:
                 within(curs, lambda after, upto: self._between(curs, after, upto), new)
             except psycopg.IntegrityError as error:
@@ -92,9 +86,9 @@ class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
             notified()  # whatever committed before the LISTEN took effect
             while not stopping.is_set():
                 for _ in connection.notifies(timeout=LISTEN_WAKE, stop_after=1):
-                    if stopping.is_set():
-                        return
-                    notified()
+                    if not stopping.is_set():
+                        notified()
+            # The connection goes back to the pool: it must not go on listening.
             connection.execute(SQL("UNLISTEN {0}").format(Identifier(self.channel_name)))
 
     def _between(self, curs: Any, after: int, upto: int) -> list[Notification]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Notification, StoredEvent, Tracking
 
 from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AuditEntry, AuditQuery
@@ -56,6 +56,17 @@ class ViewsWithin:
     commit, not two, and its events and its views are all or nothing."""
 
     within: Within | None = None
+
+
+def as_notifications(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> list[Notification]:
+    """The notifications of events just inserted, given the ids the insert returned."""
+    return [
+        Notification(
+            id=i, originator_id=s.originator_id, originator_version=s.originator_version,
+            topic=s.topic, state=s.state,
+        )
+        for i, s in zip(ids, stored_events, strict=True)
+    ]  # fmt: skip
 
 
 def stamp(moment: datetime | None) -> str | None:

@@ -22,7 +22,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from keyledger.adapters.sql_views import EventRow, SQLViews, ViewsWithin
+from keyledger.adapters.sql_views import EventRow, SQLViews, ViewsWithin, as_notifications
 from keyledger.projections.ports import VIEWS_NAME
 
 
@@ -92,13 +92,7 @@ class SQLiteEventRecorder(SQLiteApplicationRecorder, ViewsWithin):
         ids = super()._insert_events(c, stored_events, **kwargs)
         within = self.within
         if within is not None and ids:
-            new = [
-                Notification(
-                    id=i, originator_id=s.originator_id, originator_version=s.originator_version,
-                    topic=s.topic, state=s.state,
-                )
-                for i, s in zip(ids, stored_events, strict=True)
-            ]  # fmt: skip
+            new = as_notifications(ids, stored_events)
             with _translated(conflicts=False):
                 within(c, lambda after, upto: self._between(c, after, upto), new)
         return ids

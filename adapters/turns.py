@@ -23,9 +23,12 @@ decides every race.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import random
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,8 +41,8 @@ ACCOUNT_LOCK_RANGE = 1 << 20
 TURN_NAMESPACE = 0x6B6C  # "kl"
 """The first key of every PostgreSQL advisory lock a turn takes."""
 TURN_TIMEOUT = "10s"
-"""How long a PostgreSQL command waits for its account's turn (SQLite waits 10 s for its
-write lock, too)."""
+"""How long a PostgreSQL command waits for its account's turn. (A SQLite turn waits as
+long as its holder keeps it: a command's length, or until the holder dies.)"""
 IDLE_CONNECTIONS = 4
 """Turn connections kept open between commands."""
 
@@ -68,11 +71,23 @@ class FileTurns(AccountTurns):
         if fd is None:
             raise StoreUnavailable("the ledger is closed")
         offset = zlib.crc32(account.encode()) % ACCOUNT_LOCK_RANGE
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+                break
+            except OSError as error:
+                # Record locks belong to the process, so the kernel's deadlock check can
+                # see a cycle through two threads of one process that is not one (thread
+                # A holds X while thread B waits for Y; another process holds Y and asks
+                # for X): wait a moment and ask again; a real holder lets go in time.
+                if error.errno != errno.EDEADLK:
+                    raise StoreUnavailable(f"no turn on account {account!r}: {error.strerror}") from None
+                time.sleep(random.uniform(0.001, 0.01))  # noqa: S311 - jitter, not a secret
         try:
             yield
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+            with contextlib.suppress(OSError):  # closed meanwhile: the lock went with the file
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -101,14 +116,19 @@ class PostgresTurns(AccountTurns):
         import psycopg
 
         key = self.key(account)
-        connection = self._take()
-        try:
-            connection.execute("SELECT pg_advisory_lock(%s, %s)", (TURN_NAMESPACE, key))
-        except psycopg.Error as error:
-            connection.close()
-            raise StoreUnavailable(
-                f"store {self._describe}: no turn on account {account!r} ({type(error).__name__})"
-            ) from None
+        for fresh in (False, True):
+            connection = self._take(fresh=fresh)
+            try:
+                connection.execute("SELECT pg_advisory_lock(%s, %s)", (TURN_NAMESPACE, key))
+                break
+            except psycopg.Error as error:
+                connection.close()
+                # A kept connection may have died since (a restart, an idle timeout): one
+                # more try on a new one. A lock timeout on a new one is the answer.
+                if fresh or isinstance(error, psycopg.errors.LockNotAvailable):
+                    raise StoreUnavailable(
+                        f"store {self._describe}: no turn on account {account!r} ({type(error).__name__})"
+                    ) from None
         try:
             yield
         finally:
@@ -119,18 +139,21 @@ class PostgresTurns(AccountTurns):
             else:
                 self._give(connection)
 
-    def _take(self) -> Any:
+    def _take(self, *, fresh: bool = False) -> Any:
         import psycopg
 
         with self._guard:
             if self._closed:
                 raise StoreUnavailable("the ledger is closed")
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop()
+        connection = None
         try:
             connection = self._connect()
             connection.execute(f"SET lock_timeout = '{TURN_TIMEOUT}'")
         except psycopg.Error as error:
+            if connection is not None:
+                connection.close()
             raise StoreUnavailable(f"store {self._describe} failed: {type(error).__name__}") from None
         return connection
 

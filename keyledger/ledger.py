@@ -119,6 +119,7 @@ class Ledger:
         self._clock = clock
         self._key_head = self.key_prefix + "_"
         self._key_length = len(self._key_head) + keyformat.BODY_LENGTH
+        self._key_head_bytes = self._key_head.encode()
         self._basic_length = len("Basic ") + 4 * -(-(self._key_length + 1) // 3)
         self._max_attempts = max_attempts
         self.strict = strict
@@ -340,12 +341,13 @@ class Ledger:
             and credential.isascii()
         ):
             # HTTP Basic with the key as user name and an empty password: hash the decoded
-            # bytes as they are (a digest hit implies the prefix and the alphabet).
+            # bytes as they are, once they have a key's prefix and are ASCII (malformed
+            # input is refused before any lookup).
             try:
                 user = _a2b_base64(credential[6:], strict_mode=True)
             except binascii.Error:
                 return None
-            if user[-1:] != b":":
+            if user[-1:] != b":" or not user.startswith(self._key_head_bytes) or not user.isascii():
                 return None
             digest = _sha256(user[:-1]).digest()
         else:

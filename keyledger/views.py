@@ -49,6 +49,7 @@ class Follower:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._within = threading.local()
+        self._views_behind = False
         self._read_rows = row_reader(recorder)
         self.catch_up()
 
@@ -80,7 +81,12 @@ class Follower:
             self._read_to_head()
 
     def _read_to_head(self) -> None:
-        """Read and apply pages until one comes back short: the head as of that read."""
+        """Read and apply pages until one comes back short: the head as of that read;
+        first bring the durable views up to this process's position if writing them
+        failed after the index had moved on (a store fault)."""
+        if self._views_behind:
+            self._settle_store(self.position)
+            self._views_behind = False
         while True:
             facts = self._read(self.position)
             if facts:
@@ -98,16 +104,23 @@ class Follower:
         lock: views another writer holds, or further behind than a page, are left to
         :meth:`catch_up` after the commit."""
         self._within.facts = None
-        if not self.store.try_lock_in(cursor):
-            return
-        position = self.store.position_in(cursor)
-        first = new[0].id
-        if first - 1 - position > PAGE_SIZE:
-            return
-        earlier = read(position, first - 1) if position < first - 1 else []
-        facts = self._facts([*earlier, *new], position)
-        if self.store.write_in(cursor, facts, project, after=position, position=position):
-            self._within.facts = facts
+        try:
+            if not self.store.try_lock_in(cursor):
+                return
+            position = self.store.position_in(cursor)
+            first = new[0].id
+            if first - 1 - position > PAGE_SIZE:
+                return
+            earlier = read(position, first - 1) if position < first - 1 else []
+            facts = self._facts([*earlier, *new], position)
+            if self.store.write_in(cursor, facts, project, after=position, position=position):
+                self._within.facts = facts
+        except PersistenceError:
+            raise
+        except Exception as error:
+            # An event the views cannot take (unreadable, say): the command's transaction
+            # rolls back, and its caller learns the store failed, not a Python error.
+            raise PersistenceError(f"the views cannot take the events: {type(error).__name__}") from error
 
     def adopt(self) -> bool:
         """After a command committed: bring this process's index up with the facts that
@@ -136,8 +149,10 @@ class Follower:
         for fact in facts:
             self.index.apply(fact)
         self.position = facts[-1].position
+        self._views_behind = True  # until the durable views are known to have these
         if self.store.position() < facts[-1].position and not self.store.write(facts, project, after=after):
             self._settle_store(facts[-1].position)
+        self._views_behind = False
 
     def _settle_store(self, target: int, page: int = PAGE_SIZE) -> None:
         """Bring the durable views to ``target`` at least, from wherever they are."""

@@ -13,9 +13,10 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from keyledger import Actor, Ledger, StoreUnavailable
 from keyledger.testing import ManualClock
@@ -164,3 +165,40 @@ class TestOnPostgreSQL:
             assert [row.position for row in tables.rows()] == [e.position for e in ledger.audit("acme")]
             assert ledger.verify(again.secret.get_secret_value()) is not None
             assert ledger.check_integrity().ok
+
+
+def test_an_event_the_views_cannot_take_fails_the_command_cleanly(
+    ledger: Ledger, path: Path, alice: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger.create_key(alice, name="kept")
+
+    def broken(*_: object) -> None:
+        raise ValueError("a projection bug")
+
+    monkeypatch.setattr("keyledger.views.project", broken)
+    with pytest.raises(StoreUnavailable) as raised:
+        ledger.create_key(alice, name="lost")
+    assert "a projection bug" not in str(raised.value)
+    assert count(path, "stored_events") == views_position(path) == 1
+
+
+def test_views_left_behind_by_a_store_fault_are_settled_at_the_next_sync(
+    path: Path, clock: ManualClock, alice: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as ledger:
+        recorder: Any = ledger._app.recorder
+        monkeypatch.setattr(recorder, "within", None)  # the views are written after the commit
+        store: Any = ledger._store
+
+        def failing_write(*_: object, **__: object) -> bool:
+            raise OperationalError("disk I/O error")
+
+        monkeypatch.setattr(store, "write", failing_write)
+        with pytest.raises(StoreUnavailable):
+            ledger.create_key(alice, name="committed")
+        assert count(path, "stored_events") == 1
+        assert views_position(path) == 0
+        monkeypatch.undo()
+        ledger.sync()
+        assert views_position(path) == 1
+        assert [k.name for k in ledger.keys("acme")] == ["committed"]

@@ -160,6 +160,17 @@ DELETIONS: dict[str, Callable[[list[StoredRow]], StoredRow]] = {
 }
 
 
+def delete_chosen(
+    tables: StoreTables, choose: Callable[[list[StoredRow]], StoredRow]
+) -> tuple[StoredRow, StoredRow]:
+    """Delete the chosen event; returns it and the next event of its account."""
+    rows = tables.rows()
+    target = choose(rows)
+    following = next_of_account(rows, target)
+    tables.delete(target.position)
+    return target, following
+
+
 class TestADeletedEvent:
     """An event removed from the middle of an account's stream is caught."""
 
@@ -173,10 +184,7 @@ class TestADeletedEvent:
     ) -> None:
         """Deleting a middle event is reported where it was (the audit trail still has
         it), before the account's next event, where its chain breaks."""
-        rows = tables.rows()
-        target = choose(rows)
-        following = next_of_account(rows, target)
-        tables.delete(target.position)
+        target, following = delete_chosen(tables, choose)
 
         report, _ = checked(durable_url, clock)
 
@@ -194,12 +202,9 @@ class TestADeletedEvent:
         clock: ManualClock,
         choose: Callable[[list[StoredRow]], StoredRow],
     ) -> None:
-        """With nothing to compare against (the views emptied), the chain still catches
+        """With nothing to compare against (the check given no views), the chain still catches
         the deletion, at the next event of the same account."""
-        rows = tables.rows()
-        target = choose(rows)
-        following = next_of_account(rows, target)
-        tables.delete(target.position)
+        target, following = delete_chosen(tables, choose)
 
         with Ledger.open(durable_url, clock=clock, follow=False) as ledger:
             report = check_integrity(ledger._app.recorder, ledger._mapper)
@@ -318,3 +323,20 @@ class TestAMangledStreamId:
         assert not report.ok
         assert report.first_bad_position == target.position
         assert report.reason == "event cannot be read"
+
+
+class TestTheNewestEventDeleted:
+    """The store's very last event deleted leaves every chain intact: the audit trail
+    still has it, and the check reports it at its place."""
+
+    def test_is_reported_at_its_position(
+        self, tables: StoreTables, durable_url: str, clock: ManualClock
+    ) -> None:
+        newest = tables.rows()[-1]
+        tables.delete(newest.position)
+
+        report, _ = checked(durable_url, clock)
+
+        assert not report.ok
+        assert report.first_bad_position == newest.position
+        assert report.reason == "the stored events differ from the audit trail at this position"

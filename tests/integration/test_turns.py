@@ -9,6 +9,8 @@ dies is given back.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import subprocess
 import sys
 import threading
@@ -155,3 +157,65 @@ class TestSQLiteTurns:
             if holder.stdout is not None:
                 holder.stdout.close()
         assert [k.name for k in ledger.keys("acme")] == ["waits"]
+
+
+class TestTurnFaults:
+    def test_a_false_deadlock_report_is_asked_again(
+        self,
+        tmp_path: Path,
+        open_ledger: Callable[..., Ledger],
+        alice: Actor,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The kernel's EDEADLK for record locks can name a cycle through two threads of
+        one process that is not one: the turn is asked for again, not failed."""
+        ledger = open_ledger(f"sqlite:///{tmp_path / 'turns.db'}")
+        real = fcntl.lockf
+        refused: list[int] = []
+
+        def lockf(fd: int, command: int, *args: int) -> None:
+            if command == fcntl.LOCK_EX and len(refused) < 2:
+                refused.append(command)
+                raise OSError(errno.EDEADLK, "Resource deadlock avoided")
+            real(fd, command, *args)
+
+        monkeypatch.setattr(fcntl, "lockf", lockf)
+        issued = ledger.create_key(alice, name="after two refusals")
+        assert len(refused) == 2
+        assert ledger.verify(issued.secret.get_secret_value()) is not None
+
+    def test_another_lock_error_fails_cleanly(
+        self,
+        tmp_path: Path,
+        open_ledger: Callable[..., Ledger],
+        alice: Actor,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        ledger = open_ledger(f"sqlite:///{tmp_path / 'turns.db'}")
+
+        def lockf(fd: int, command: int, *args: int) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+        monkeypatch.setattr(fcntl, "lockf", lockf)
+        with pytest.raises(StoreUnavailable, match="no turn on account 'acme'"):
+            ledger.create_key(alice, name="never")
+        monkeypatch.undo()
+        assert ledger.keys("acme") == []
+
+    def test_a_kept_postgres_connection_that_died_is_replaced(
+        self, postgres_url: str, open_ledger: Callable[..., Ledger], alice: Actor
+    ) -> None:
+        """A turn connection kept between commands may die (a restart, an idle timeout):
+        the next command takes a new one instead of failing."""
+        ledger = open_ledger(postgres_url)
+        ledger.create_key(alice, name="first")
+        turns = ledger._turns
+        assert isinstance(turns, PostgresTurns)
+        [kept] = turns._idle
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
+
+        ledger.create_key(alice, name="second")
+
+        assert [k.name for k in ledger.keys("acme")] == ["first", "second"]
+        assert kept.closed

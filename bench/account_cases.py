@@ -23,7 +23,7 @@ def account_rows(space: Workspace) -> list[Row]:
     return [
         compared(
             f"commands on a {scale.big_account:,}-key account (floor: {scale.small_account}-key account)",
-            f"{scale.account_commands} commands/run, one snapshot per 100 events",
+            f"{scale.account_commands} commands/run, one snapshot per run on the large account",
             "/s", small, big, higher_is_better=True, minimum=0.5,
         )
     ]  # fmt: skip

@@ -36,8 +36,9 @@ class Scale:
     big_account: int
     small_account: int
     account_commands: int
-    """Commands per run on one account: 100 (one event each), so that every run
-    includes exactly one snapshot, as every hundredth command does."""
+    """Commands per run on one account: 1,000 (one event each), so that every run on the
+    10,000-key account includes exactly one snapshot, as every thousandth command there
+    does (``keyledger.application.snapshot_interval``)."""
     pg_seconds: float
     """Length of one PostgreSQL run, each writer sending commands for this long."""
     revocations: int
@@ -51,12 +52,12 @@ class Scale:
 SCALES = {
     "default": Scale(
         "default", accounts=1000, keys_per_account=1000, verify_sample=200_000, runs=5, heavy_runs=3,
-        commands=1000, big_account=10_000, small_account=10, account_commands=100, pg_seconds=8.0,
+        commands=1000, big_account=10_000, small_account=10, account_commands=1000, pg_seconds=8.0,
         revocations=200, audit_repeats=1000,
     ),
     "small": Scale(
         "small", accounts=20, keys_per_account=1000, verify_sample=20_000, runs=5, heavy_runs=3,
-        commands=200, big_account=10_000, small_account=10, account_commands=100, pg_seconds=1.0,
+        commands=200, big_account=10_000, small_account=10, account_commands=1000, pg_seconds=1.0,
         revocations=50, audit_repeats=200,
     ),
     "smoke": Scale(

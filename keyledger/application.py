@@ -3,7 +3,7 @@
 This is the one place that wires adapters to settings (cosmicpython's bootstrap): the
 store URL becomes eventsourcing's environment, the pydantic mapper and the orjson
 transcoder are plugged in, and Keyrings are snapshotted every
-:data:`SNAPSHOT_INTERVAL` events.
+:data:`SNAPSHOT_INTERVAL` events (more apart for large ones: :func:`snapshot_interval`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,22 @@ from keyledger.projections.memory import MemoryViews
 from keyledger.projections.ports import ViewStore
 
 SNAPSHOT_INTERVAL = 100
+KEYS_PER_STEP = 1000
+
+
+def snapshot_interval(base: int, keys: int) -> int:
+    """Events between snapshots of a Keyring holding ``keys`` keys: ``base`` (100) up to
+    1,999 keys, then ``base`` more per 1,000 keys (10,000 keys: every 1,000 events).
+
+    A snapshot costs in proportion to the keys it holds (about 0.1 s for 10,000), so a
+    fixed interval made every hundredth command on a large account a hundred times the
+    others; growing the interval with the size keeps a snapshot's share of each command
+    about the same at any size. Loading (once per process, then the Keyring is cached)
+    replays at most one interval of events after the snapshot: a 10,000-key Keyring 999
+    events past its snapshot loads in 0.1 to 0.2 s, most of it decoding the snapshot."""
+    return base * max(1, keys // KEYS_PER_STEP)
+
+
 KEYRING_CACHE_SIZE = 128
 logger = logging.getLogger("keyledger")
 
@@ -113,8 +129,8 @@ class KeyringApplication(Application[UUID]):
         return not isinstance(self.factory, POPOFactory)
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        """Snapshot each saved Keyring whose new events reach a multiple of the
-        snapshotting interval (:data:`SNAPSHOT_INTERVAL`), from the Keyring just saved, at
+        """Snapshot each saved Keyring whose new events reach a multiple of its
+        snapshotting interval (:func:`snapshot_interval`), from the Keyring just saved, at
         its new version.
 
         eventsourcing's own method reloads the Keyring from the store at that version
@@ -123,13 +139,16 @@ class KeyringApplication(Application[UUID]):
         same state; any version is a valid snapshot. A snapshot only speeds up loading,
         so failing to write one must not turn a command whose events are committed into
         an error."""
-        interval = self.snapshotting_intervals.get(Keyring) if self.snapshotting_intervals else None
-        if self.snapshots is None or not interval:
+        base = self.snapshotting_intervals.get(Keyring) if self.snapshotting_intervals else None
+        if self.snapshots is None or not base:
             return
         due: dict[UUID, Keyring] = {}
         for event in processing_event.events:
             aggregate = processing_event.aggregates.get(event.originator_id)
-            if isinstance(aggregate, Keyring) and event.originator_version % interval == 0:
+            if (
+                isinstance(aggregate, Keyring)
+                and event.originator_version % snapshot_interval(base, len(aggregate.keys)) == 0
+            ):
                 due[aggregate.id] = aggregate
         for aggregate in due.values():
             try:

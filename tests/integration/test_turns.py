@@ -160,16 +160,15 @@ class TestSQLiteTurns:
 
 
 class TestTurnFaults:
+    @pytest.fixture
+    def ledger(self, tmp_path: Path, open_ledger: Callable[..., Ledger]) -> Ledger:
+        return open_ledger(f"sqlite:///{tmp_path / 'turns.db'}")
+
     def test_a_false_deadlock_report_is_asked_again(
-        self,
-        tmp_path: Path,
-        open_ledger: Callable[..., Ledger],
-        alice: Actor,
-        monkeypatch: pytest.MonkeyPatch,
+        self, ledger: Ledger, alice: Actor, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The kernel's EDEADLK for record locks can name a cycle through two threads of
         one process that is not one: the turn is asked for again, not failed."""
-        ledger = open_ledger(f"sqlite:///{tmp_path / 'turns.db'}")
         real = fcntl.lockf
         refused: list[int] = []
 
@@ -185,14 +184,8 @@ class TestTurnFaults:
         assert ledger.verify(issued.secret.get_secret_value()) is not None
 
     def test_another_lock_error_fails_cleanly(
-        self,
-        tmp_path: Path,
-        open_ledger: Callable[..., Ledger],
-        alice: Actor,
-        monkeypatch: pytest.MonkeyPatch,
+        self, ledger: Ledger, alice: Actor, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        ledger = open_ledger(f"sqlite:///{tmp_path / 'turns.db'}")
-
         def lockf(fd: int, command: int, *args: int) -> None:
             raise OSError(errno.ENOLCK, "No locks available")
 

@@ -13,11 +13,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from keyledger import Actor, Ledger, Permission
 from keyledger.testing import ManualClock
+
+if TYPE_CHECKING:
+    import psycopg
 
 POSTGRES_URL = os.environ.get("KEYLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("KEYLEDGER_REQUIRE_POSTGRES") == "1"
@@ -49,7 +53,9 @@ def admin() -> Actor:
     )
 
 
-def _postgres_admin() -> object:
+def postgres_admin() -> psycopg.Connection[Any]:
+    """An autocommit connection to the test server; skips the test if none answers
+    (fails it where PostgreSQL is required)."""
     import psycopg
 
     try:
@@ -63,7 +69,7 @@ def _postgres_admin() -> object:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose tables live in a new schema, dropped after the test."""
-    conn = _postgres_admin()
+    conn = postgres_admin()
     schema = f"kl_test_{uuid.uuid4().hex[:12]}"
     conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[attr-defined]
     separator = "&" if "?" in POSTGRES_URL else "?"

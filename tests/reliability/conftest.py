@@ -38,10 +38,9 @@ import psycopg
 import pytest
 
 from keyledger import AuditEntry, Ledger
+from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, postgres_admin
 
 STRESS = os.environ.get("KEYLEDGER_STRESS") == "1"
-POSTGRES_URL = os.environ.get("KEYLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE_POSTGRES = os.environ.get("KEYLEDGER_REQUIRE_POSTGRES") == "1"
 PG_OUTAGES = STRESS or REQUIRE_POSTGRES or os.environ.get("KEYLEDGER_PG_OUTAGES") == "1"
 WORKER = Path(__file__).with_name("worker.py")
 PROCESS_TIMEOUT = 600 if STRESS else 120
@@ -197,26 +196,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 # Stores.
 
 
-def _postgres_admin() -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL is required (KEYLEDGER_REQUIRE_POSTGRES=1) but unreachable: {error}")
-        pytest.skip(f"no PostgreSQL server answers at {POSTGRES_URL}")
-
-
 @contextmanager
 def postgres_schema() -> Iterator[str]:
     """The URL of a new PostgreSQL schema, dropped afterwards (skips without a server)."""
     schema = f"kl_rel_{uuid.uuid4().hex[:12]}"
-    with _postgres_admin() as conn:
+    with postgres_admin() as conn:
         conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
     separator = "&" if "?" in POSTGRES_URL else "?"
     try:
         yield f"{POSTGRES_URL}{separator}schema={schema}"
     finally:
-        with _postgres_admin() as conn:
+        with postgres_admin() as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
 
 
@@ -340,7 +330,7 @@ def pg_server() -> PostgresServer:
             "stops the shared PostgreSQL server: runs in CI (KEYLEDGER_REQUIRE_POSTGRES=1), in "
             "make stress, or with KEYLEDGER_PG_OUTAGES=1"
         )
-    _postgres_admin().close()
+    postgres_admin().close()
     return PostgresServer()
 
 
@@ -376,6 +366,10 @@ class Children:
 @pytest.fixture
 def children() -> Iterator[Children]:
     """Start ``worker.py`` processes; any still running when the test ends is killed."""
+    yield from _children()
+
+
+def _children() -> Iterator[Children]:
     started = Children()
     try:
         yield started
@@ -472,11 +466,7 @@ def all_entries() -> Callable[[Ledger], list[AuditEntry]]:
 @pytest.fixture(scope="class")
 def class_children() -> Iterator[Children]:
     """Children for a run shared by a class of tests, killed when the class ends."""
-    started = Children()
-    try:
-        yield started
-    finally:
-        started.stop_all()
+    yield from _children()
 
 
 class Zygote:

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from keyledger import Actor, KeyLedgerError, Ledger, Permission, StoreUnavailable
+from tests.conftest import POSTGRES_URL, postgres_admin
 
 if TYPE_CHECKING:
     from tests.reliability.conftest import PostgresServer, Sizes, Tally
@@ -303,14 +304,9 @@ def own_database() -> Iterator[tuple[str, Callable[[bool], None]]]:
     """A PostgreSQL database of this test's own, and ``reachable(False/True)``, which
     refuses new connections to it and kills its open ones (or allows them again): the
     server as this ledger sees it when it is down, without taking it from anyone else."""
-    base = os.environ.get("KEYLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    base = POSTGRES_URL
     name = f"kl_rel_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        if os.environ.get("KEYLEDGER_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required but unreachable: {error}")
-        pytest.skip(f"no PostgreSQL server answers at {base}")
+    admin = postgres_admin()
 
     def reachable(allowed: bool) -> None:
         admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {str(allowed).lower()}")  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ import orjson
 from eventsourcing.persistence import Notification, StoredEvent, Tracking
 
 from keyledger.domain.chain import GENESIS
-from keyledger.projections.audit import AuditEntry, AuditQuery
+from keyledger.projections.audit import AUDIT_FIELDS, AuditEntry, AuditQuery, entry_values
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.facts import Fact
 from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
@@ -35,10 +35,7 @@ KEY_COLUMNS = (
     "account, key_id, name, purpose, application, created_by, created_at, created_position, hint, "
     "regenerated_at, revoked_at, revoked_reason, grace, next_grace_until"
 )
-AUDIT_COLUMNS = (
-    "position, account, version, action, actor, key_id, key_name, occurred_at, recorded_at, details, "
-    "previous_position, chain, previous_chain"
-)
+AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
 
 
 EventRow = tuple[int, Any, int, str, bytes]
@@ -71,7 +68,25 @@ def as_notifications(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -
 
 def stamp(moment: datetime | None) -> str | None:
     """A time as fixed-width ISO 8601 text in UTC."""
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment is None:
+        return None
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
+def stamp_text(text: str) -> str:
+    """A time stored in an event (ISO 8601 text) as :func:`stamp` writes it. An event's
+    times are UTC with microseconds, ``2026-11-28T21:30:00.123456Z``: only the zone's
+    spelling differs, and it is swapped without parsing (a rebuild converts two per
+    event); any other spelling is parsed and written again."""
+    if len(text) == 27 and text[26] == "Z" and text[19] == ".":
+        return text[:26] + "+00:00"
+    return str(stamp(datetime.fromisoformat(text)))
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def unstamp(text: str | None) -> datetime | None:
@@ -140,7 +155,7 @@ class _Batch(ViewWriter):
         self.secrets: dict[bytes, tuple[str, str]] = {}
         self.rows: dict[tuple[str, str], KeyRow] = {}
         self.heads: dict[str, str] = {}
-        self.audit: list[AuditEntry] = []
+        self.audit: list[tuple[Any, ...]] = []
         self.audit_keys: list[tuple[str, int]] = []
 
     def _one(self, statement: str, params: Sequence[Any]) -> Any:
@@ -183,6 +198,7 @@ class _Batch(ViewWriter):
             self.rows[(row.account, row.key_id)] = row
 
     def audit_head(self, account: str) -> str:
+        """The chain of the account's latest audit entry (64 zeros if none)."""
         if account in self.heads:
             return self.heads[account]
         record = self._one(
@@ -190,10 +206,13 @@ class _Batch(ViewWriter):
         )
         return GENESIS if record is None else str(record["chain"])
 
-    def add_audit(self, entry: AuditEntry, key_ids: Sequence[str]) -> None:
-        self.audit.append(entry)
-        self.heads[entry.account] = entry.chain
-        self.audit_keys.extend((key_id, entry.position) for key_id in key_ids)
+    def add_audit(self, fact: Fact, key_name: str | None, key_ids: Sequence[str]) -> None:
+        # The row straight from the stored fields: no AuditEntry model, and the times
+        # kept as text (a rebuild writes one row per event).
+        account = fact.account
+        self.audit.append(entry_values(fact, key_name, self.audit_head(account), stamp_text, _json_text))
+        self.heads[account] = fact.data["chain"]
+        self.audit_keys.extend((key_id, fact.position) for key_id in key_ids)
 
     def flush(self) -> None:
         views, cursor = self.views, _Many(self.cursor)
@@ -231,15 +250,8 @@ class _Batch(ViewWriter):
         if self.audit:
             cursor.executemany(
                 views.sql(f"INSERT INTO {{audit}} ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})"),
-                [
-                    [
-                        e.position, e.account, e.version, e.action, e.actor, e.key_id, e.key_name,
-                        stamp(e.occurred_at), stamp(e.recorded_at), orjson.dumps(e.details).decode(),
-                        e.previous_position, e.chain, e.previous_chain,
-                    ]
-                    for e in self.audit
-                ],
-            )  # fmt: skip
+                self.audit,
+            )
         if self.audit_keys:
             cursor.executemany(views.sql("INSERT INTO {audit_keys} VALUES (?, ?)"), self.audit_keys)
 

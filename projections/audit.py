@@ -8,9 +8,9 @@ reference for the indexed SQL trail.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
@@ -119,21 +119,32 @@ class AuditQuery(BaseModel):
         return self.key_id in entry.details.get("removed_key_ids", ())
 
 
+AUDIT_FIELDS = tuple(AuditEntry.model_fields)
+"""The fields of an audit entry, in the order of :func:`entry_values`."""
+Time = TypeVar("Time")
+
+
+def entry_values(
+    fact: Fact,
+    key_name: str | None,
+    previous_chain: str,
+    time: Callable[[str], Time],
+    encode: Callable[[dict[str, Any]], Any],
+) -> tuple[Any, ...]:
+    """The audit entry of one recorded event as values in :data:`AUDIT_FIELDS` order, its
+    two times as ``time`` makes them of the stored text and its details as ``encode``
+    makes them of a dict: one definition for the entry in memory and the row in SQL
+    (which is built from the stored fields, no model between)."""
+    data = fact.data
+    return (
+        fact.position, fact.account, fact.version, fact.action, data.get("actor"), data.get("key_id"),
+        key_name, time(fact.occurred_text), time(data["timestamp"]),
+        encode({name: value for name, value in data.items() if name not in PROMOTED_FIELDS}),
+        fact.previous, data["chain"], previous_chain,
+    )  # fmt: skip
+
+
 def entry_from(fact: Fact, key_name: str | None, previous_chain: str) -> AuditEntry:
     """The audit entry of one recorded event."""
-    data = fact.data
-    return AuditEntry(
-        position=fact.position,
-        account=fact.account,
-        version=fact.version,
-        action=fact.action,
-        actor=data.get("actor"),
-        key_id=data.get("key_id"),
-        key_name=key_name,
-        occurred_at=fact.occurred_at,
-        recorded_at=fact.recorded_at,
-        details={name: value for name, value in data.items() if name not in PROMOTED_FIELDS},
-        previous_position=fact.previous,
-        chain=data["chain"],
-        previous_chain=previous_chain,
-    )
+    values = entry_values(fact, key_name, previous_chain, datetime.fromisoformat, dict)
+    return AuditEntry(**dict(zip(AUDIT_FIELDS, values, strict=True)))

@@ -37,11 +37,15 @@ class Fact:
         return datetime.fromisoformat(self.data["timestamp"])
 
     @property
+    def occurred_text(self) -> str:
+        """When the event took effect, as stored (ISO 8601 text): a grace deadline for
+        ``GraceExpired``, else when it was recorded."""
+        return str(self.data["grace_until" if self.action == "GraceExpired" else "timestamp"])
+
+    @property
     def occurred_at(self) -> datetime:
         """When the event took effect: a grace deadline for ``GraceExpired``."""
-        if self.action == "GraceExpired":
-            return datetime.fromisoformat(self.data["grace_until"])
-        return self.recorded_at
+        return datetime.fromisoformat(self.occurred_text)
 
 
 def action_of(topic: str) -> str:

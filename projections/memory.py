@@ -12,7 +12,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 
 from keyledger.domain.chain import GENESIS
-from keyledger.projections.audit import AuditEntry, AuditQuery
+from keyledger.projections.audit import AuditEntry, AuditQuery, entry_from
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.facts import Fact
 from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
@@ -39,10 +39,8 @@ class _MemoryWriter(ViewWriter):
         for row in rows:
             self.views.rows.setdefault(row.account, {})[row.key_id] = row
 
-    def audit_head(self, account: str) -> str:
-        return self.views.heads.get(account, GENESIS)
-
-    def add_audit(self, entry: AuditEntry, key_ids: Sequence[str]) -> None:
+    def add_audit(self, fact: Fact, key_name: str | None, key_ids: Sequence[str]) -> None:
+        entry = entry_from(fact, key_name, self.views.heads.get(fact.account, GENESIS))
         self.views.entries.append(entry)
         self.views.heads[entry.account] = entry.chain
 

@@ -49,12 +49,9 @@ class ViewWriter(ABC):
         """Insert or replace catalogue rows."""
 
     @abstractmethod
-    def audit_head(self, account: str) -> str:
-        """The chain of the account's latest audit entry (64 zeros if none)."""
-
-    @abstractmethod
-    def add_audit(self, entry: AuditEntry, key_ids: Sequence[str]) -> None:
-        """Append an audit entry, found by each of ``key_ids``."""
+    def add_audit(self, fact: Fact, key_name: str | None, key_ids: Sequence[str]) -> None:
+        """Append the audit entry of ``fact`` (chained to the account's latest entry),
+        found by each of ``key_ids``."""
 
 
 Project = Callable[[Fact, ViewWriter], None]

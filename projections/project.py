@@ -3,7 +3,6 @@ store through the :class:`~keyledger.projections.ports.ViewWriter` port."""
 
 from __future__ import annotations
 
-from keyledger.projections.audit import entry_from
 from keyledger.projections.catalogue import catalogue_changes
 from keyledger.projections.facts import Fact
 from keyledger.projections.ports import ViewWriter
@@ -22,4 +21,4 @@ def project(fact: Fact, writer: ViewWriter) -> None:
     key_id = data.get("key_id")
     name = rows[0].name if key_id is not None else None
     key_ids = [key_id] if key_id is not None else list(data.get("removed_key_ids", ()))
-    writer.add_audit(entry_from(fact, name, writer.audit_head(fact.account)), key_ids)
+    writer.add_audit(fact, name, key_ids)

@@ -68,8 +68,9 @@ class PydanticMapper(Mapper[UUID]):
             stored_event.state, f"{stored_event.originator_id} v{stored_event.originator_version}"
         )
 
-    def decode_bytes(self, data: bytes, what: str) -> dict[str, Any]:
-        """:meth:`decode_state` of a stored state as bytes; ``what`` names the event in errors."""
+    def decode_bytes(self, data: bytes, where: str | int) -> dict[str, Any]:
+        """:meth:`decode_state` of a stored state as bytes; ``where`` names the event in
+        errors: its position, or a description (the text is made only for an error)."""
         try:
             if self.cipher:
                 data = self.cipher.decrypt(data)
@@ -77,6 +78,7 @@ class PydanticMapper(Mapper[UUID]):
                 data = self.compressor.decompress(data)
             return cast(dict[str, Any], self.transcoder.decode(data))
         except Exception as error:
+            what = f"at position {where}" if isinstance(where, int) else where
             raise MapperDeserialisationError(
                 f"cannot read stored event {what}: {type(error).__name__}"
             ) from error
@@ -90,7 +92,7 @@ class PydanticMapper(Mapper[UUID]):
 
     def fact(self, state: bytes, topic: str, version: int, position: int, previous: int) -> Fact:
         """:meth:`to_fact` of a stored event given as its parts (a row of the events table)."""
-        data = self.decode_bytes(state, f"at position {position}")
+        data = self.decode_bytes(state, position)
         if "class_version" in data:
             upcast(resolve_topic(topic), data)
         return Fact(position, version, action_of(topic), data, previous)

@@ -58,9 +58,25 @@ def checksum(head: str) -> str:
     return _base62(zlib.crc32(head.encode("ascii")), CHECK_LENGTH)
 
 
+def random_base62(length: int) -> str:
+    """``length`` characters drawn uniformly from :data:`BASE62` by :mod:`secrets`.
+
+    Bytes from ``secrets.token_bytes`` below 248 (4 x 62) give ``BASE62[byte % 62]``,
+    each character from exactly 4 byte values; bytes 248-255 are dropped and more drawn.
+    One system call for a whole key, where ``secrets.choice`` made one per character.
+    """
+    chosen: list[str] = []
+    while len(chosen) < length:
+        chosen.extend(BASE62[byte % 62] for byte in secrets.token_bytes(length + 4) if byte < _UNIFORM_BELOW)
+    return "".join(chosen[:length])
+
+
+_UNIFORM_BELOW = 4 * len(BASE62)
+
+
 def generate_key(prefix: str) -> str:
     """A new random key with the given (already checked) prefix."""
-    random_part = "".join(secrets.choice(BASE62) for _ in range(RANDOM_LENGTH))
+    random_part = random_base62(RANDOM_LENGTH)
     head = f"{prefix}_{random_part}"
     return head + checksum(head)
 
@@ -194,4 +210,4 @@ KEY_ID_LENGTH = 4 + 16
 
 def new_key_id() -> str:
     """A new public key id: ``key_`` and 16 random base62 characters."""
-    return "key_" + "".join(secrets.choice(BASE62) for _ in range(16))
+    return "key_" + random_base62(16)

@@ -85,7 +85,7 @@ def check_integrity(
             try:
                 if head is None:
                     head = (0, GENESIS, str(UUID(str(originator))))
-                state = mapper.decode_bytes(data, f"at position {position}")
+                state = mapper.decode_bytes(data, position)
             except (ValueError, MapperDeserialisationError):
                 failure = (position, "event cannot be read")
                 break

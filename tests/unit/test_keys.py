@@ -22,6 +22,8 @@ from keyledger.domain.keys import (
     extract_key,
     generate_key,
     hint,
+    new_key_id,
+    random_base62,
 )
 
 KEY_SHAPE = re.compile(r"kl_[0-9A-Za-z]{32}[0-9A-Za-z]{6}")
@@ -79,6 +81,31 @@ class TestGeneratedKeys:
 
         assert first != second
         assert first[3:35] != second[3:35]
+
+    def test_each_base62_character_comes_from_exactly_four_byte_values(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The random characters are uniform: every byte value is drawn once, those below
+        248 map onto the 62 characters four times each, and 248-255 are dropped."""
+        every_byte = bytes(range(256))
+        monkeypatch.setattr("keyledger.domain.keys.secrets.token_bytes", lambda n: every_byte)
+
+        drawn = random_base62(248)
+
+        assert sorted(drawn) == sorted(BASE62 * 4)
+        assert drawn[:62] == BASE62
+
+    def test_dropped_bytes_are_replaced_by_more_drawn(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A draw of only bytes 248-255 gives nothing; the next draw fills the key (62 and
+        247 map to the same characters as 0 and 61)."""
+        draws = iter([bytes([255] * 36), bytes([0, 1, 61, 62, 247, 248] * 7)])
+        monkeypatch.setattr("keyledger.domain.keys.secrets.token_bytes", lambda n: next(draws))
+
+        assert random_base62(32) == ("01z0z" * 7)[:32]
+
+    def test_a_key_id_is_key_and_16_base62_characters(self) -> None:
+        """A key id reads ``key_`` then 16 random base62 characters."""
+        assert re.fullmatch(r"key_[0-9A-Za-z]{16}", new_key_id())
 
 
 class TestChecksum:

@@ -124,7 +124,13 @@ class Follower:
 
     def adopt(self) -> bool:
         """After a command committed: bring this process's index up with the facts that
-        :meth:`within` applied in its transaction, in this thread; ``False`` if there are none."""
+        :meth:`within` applied in its transaction, in this thread; ``False`` if there are none.
+
+        The facts run from the views' position to the command's last event, so when they
+        follow on from this process's position the index then holds every event up to
+        the command's own, and nothing is read: events committed after it are the
+        followers' to apply. Otherwise (the views had moved past this process's index)
+        the index reads up to the head."""
         facts, self._within.facts = getattr(self._within, "facts", None), None
         if not facts:
             return False
@@ -133,6 +139,8 @@ class Follower:
                 for fact in facts:
                     self.index.apply(fact)
                 self.position = facts[-1].position
+                if not self._views_behind:
+                    return True
             self._read_to_head()
         return True
 

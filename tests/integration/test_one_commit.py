@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from keyledger import Actor, Ledger, StoreUnavailable
+from keyledger.adapters.sqlite_views import SQLiteEventRecorder
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:
@@ -141,6 +142,44 @@ def test_two_ledgers_on_one_file_each_commit_their_views_with_their_events(
         other.sync()
         assert other.verify(kept.secret.get_secret_value()) is None
         assert [k.status for k in other.keys("acme")] == ["revoked", "active"]
+
+
+def test_a_command_returns_knowing_every_event_committed_before_it(
+    path: Path, clock: ManualClock, alice: Actor, bob: Actor
+) -> None:
+    """Another ledger's key, committed before this ledger's command, verifies here as soon
+    as the command returns, with no follower running: the command's views took it."""
+    with (
+        Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as one,
+        Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as other,
+    ):
+        first = one.create_key(alice, name="one")
+        assert other.verify(first.secret.get_secret_value()) is None
+        other.create_key(bob, name="other")
+        assert other.verify(first.secret.get_secret_value()) is not None
+
+
+def test_a_command_that_follows_on_reads_no_more_events_after_its_commit(
+    path: Path, clock: ManualClock, alice: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's own events, applied in its transaction, bring this process's index
+    to its position: nothing is read after the commit (newer events of other processes
+    are the followers' to apply)."""
+    reads: list[int] = []
+    original = SQLiteEventRecorder.select_rows
+
+    def counted(self: SQLiteEventRecorder, after: int, limit: int) -> Any:
+        reads.append(after)
+        return original(self, after, limit)
+
+    monkeypatch.setattr(SQLiteEventRecorder, "select_rows", counted)
+    with Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as ledger:
+        ledger.create_key(alice, name="first")
+        reads.clear()
+        second = ledger.create_key(alice, name="second")
+        assert reads == []
+        assert ledger.verify(second.secret.get_secret_value()) is not None
+        assert [k.name for k in ledger.keys("acme")] == ["first", "second"]
 
 
 class TestOnPostgreSQL:

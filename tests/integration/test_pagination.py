@@ -39,12 +39,17 @@ class TestPagingUnderConcurrentAppends:
         for turn in range(BEFORE):
             writer.create_key(alice, name=f"Before {turn}")
         finished = threading.Event()
+        read_again = threading.Event()
         failures: list[BaseException] = []
 
         def create_keys() -> None:
             try:
                 for turn in range(WRITES):
                     writer.create_key(alice, name=f"During {turn}")
+                    if turn % PAGE == PAGE - 1:
+                        # Let the reader page while writes go on, however fast they are.
+                        read_again.clear()
+                        read_again.wait(timeout=1.0)
             except BaseException as error:
                 failures.append(error)
             finally:
@@ -74,6 +79,7 @@ class TestPagingUnderConcurrentAppends:
                     break
                 else:
                     time.sleep(0.001)
+                read_again.set()
         finally:
             thread.join(timeout=DEADLINE)
 

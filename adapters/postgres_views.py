@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import psycopg
@@ -134,6 +134,11 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
     @property
     def _lock_key(self) -> int:
         return zlib.crc32(self.table("audit").encode())
+
+    def writes_together(self, cursor: Any) -> AbstractContextManager[Any]:
+        # psycopg's pipeline: the batch's statements go out together and the results
+        # come back at its end (an error is raised there), one round trip for the lot.
+        return cast(AbstractContextManager[Any], cursor.connection.pipeline())
 
     @contextmanager
     def read_cursor(self) -> Iterator[Any]:

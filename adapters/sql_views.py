@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -284,6 +284,11 @@ class SQLViews(ViewStore):
 
     placeholder = "?"
 
+    def writes_together(self, cursor: Any) -> AbstractContextManager[Any]:
+        """Around a batch's writes and its position, which read nothing back: a network
+        database sends them in one round trip (SQLite runs each in process)."""
+        return nullcontext()
+
     def sql(self, statement: str) -> str:
         """``statement`` with table names filled in and this dialect's placeholders."""
         names = {name: self.table(name) for name in self.TABLES}
@@ -322,8 +327,9 @@ class SQLViews(ViewStore):
         batch = _Batch(self, cursor, fresh=position == 0)
         for fact in facts:
             project(fact, batch)
-        batch.flush()
-        self._insert_tracking(cursor, Tracking(VIEWS_NAME, facts[-1].position))
+        with self.writes_together(cursor):
+            batch.flush()
+            self._insert_tracking(cursor, Tracking(VIEWS_NAME, facts[-1].position))
         return True
 
     def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
@@ -135,10 +135,15 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
     def _lock_key(self) -> int:
         return zlib.crc32(self.table("audit").encode())
 
-    def writes_together(self, cursor: Any) -> AbstractContextManager[Any]:
-        # psycopg's pipeline: the batch's statements go out together and the results
+    @contextmanager
+    def writes_together(self, cursor: Any) -> Iterator[Any]:
+        # psycopg's pipeline: the batch's statements go out together and their results
         # come back at its end (an error is raised there), one round trip for the lot.
-        return cast(AbstractContextManager[Any], cursor.connection.pipeline())
+        # The position is recorded on a cursor of its own: eventsourcing fetches that
+        # insert's result, and a cursor in a pipeline may by then hold the late result
+        # of one of its earlier writes instead (eventsourcing's own append does the same).
+        with cursor.connection.pipeline(), cursor.connection.cursor() as own:
+            yield own
 
     @contextmanager
     def read_cursor(self) -> Iterator[Any]:

@@ -36,6 +36,8 @@ KEY_COLUMNS = (
     "regenerated_at, revoked_at, revoked_reason, grace, next_grace_until"
 )
 AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
+KEY_MARKS = ", ".join("?" * len(KEY_COLUMNS.split(", ")))
+AUDIT_MARKS = ", ".join("?" * len(AUDIT_FIELDS))
 
 
 EventRow = tuple[int, Any, int, str, bytes]
@@ -80,9 +82,12 @@ def stamp_text(text: str) -> str:
     times are UTC with microseconds, ``2026-11-28T21:30:00.123456Z``: only the zone's
     spelling differs, and it is swapped without parsing (a rebuild converts two per
     event); any other spelling is parsed and written again."""
-    if len(text) == 27 and text[26] == "Z" and text[19] == ".":
+    if len(text) == 27 and text[26] == "Z" and text[19] == "." and text[10] == "T":
         return text[:26] + "+00:00"
-    return str(stamp(datetime.fromisoformat(text)))
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("a stored time has no time zone")
+    return str(stamp(moment))
 
 
 def _json_text(value: Any) -> str:
@@ -242,14 +247,14 @@ class _Batch(ViewWriter):
             updates = ", ".join(f"{c} = excluded.{c}" for c in KEY_COLUMNS.split(", ")[2:])
             cursor.executemany(
                 views.sql(
-                    f"INSERT INTO {{keys}} ({KEY_COLUMNS}) VALUES ({', '.join('?' * 14)}) "
+                    f"INSERT INTO {{keys}} ({KEY_COLUMNS}) VALUES ({KEY_MARKS}) "
                     f"ON CONFLICT (account, key_id) DO UPDATE SET {updates}"
                 ),
                 [row_params(row) for row in self.rows.values()],
             )
         if self.audit:
             cursor.executemany(
-                views.sql(f"INSERT INTO {{audit}} ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * 13)})"),
+                views.sql(f"INSERT INTO {{audit}} ({AUDIT_COLUMNS}) VALUES ({AUDIT_MARKS})"),
                 self.audit,
             )
         if self.audit_keys:
@@ -285,9 +290,10 @@ class SQLViews(ViewStore):
     placeholder = "?"
 
     def writes_together(self, cursor: Any) -> AbstractContextManager[Any]:
-        """Around a batch's writes and its position, which read nothing back: a network
-        database sends them in one round trip (SQLite runs each in process)."""
-        return nullcontext()
+        """Around a batch's writes on ``cursor`` and its position, which read nothing back
+        but the position's own result: a network database sends them in one round trip
+        (SQLite runs each in process). Yields the cursor to record the position with."""
+        return nullcontext(cursor)
 
     def sql(self, statement: str) -> str:
         """``statement`` with table names filled in and this dialect's placeholders."""
@@ -327,9 +333,9 @@ class SQLViews(ViewStore):
         batch = _Batch(self, cursor, fresh=position == 0)
         for fact in facts:
             project(fact, batch)
-        with self.writes_together(cursor):
+        with self.writes_together(cursor) as tracking_cursor:
             batch.flush()
-            self._insert_tracking(cursor, Tracking(VIEWS_NAME, facts[-1].position))
+            self._insert_tracking(tracking_cursor, Tracking(VIEWS_NAME, facts[-1].position))
         return True
 
     def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:

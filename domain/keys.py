@@ -61,8 +61,9 @@ def checksum(head: str) -> str:
 def random_base62(length: int) -> str:
     """``length`` characters drawn uniformly from :data:`BASE62` by :mod:`secrets`.
 
-    Bytes from ``secrets.token_bytes`` below 248 (4 x 62) give ``BASE62[byte % 62]``,
-    each character from exactly 4 byte values; bytes 248-255 are dropped and more drawn.
+    Bytes from ``secrets.token_bytes`` below 248 (4 x 62, the largest multiple of 62 in a
+    byte) give ``BASE62[byte % 62]``, each character from exactly 4 byte values; bytes
+    248-255 are dropped and more drawn.
     One system call for a whole key, where ``secrets.choice`` made one per character.
     """
     chosen: list[str] = []
@@ -71,7 +72,7 @@ def random_base62(length: int) -> str:
     return "".join(chosen[:length])
 
 
-_UNIFORM_BELOW = 4 * len(BASE62)
+_UNIFORM_BELOW = 256 - 256 % len(BASE62)
 
 
 def generate_key(prefix: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, TypeAdapter
@@ -28,6 +29,7 @@ def test_every_spelling_of_a_time_gives_the_text_stamp_writes(moment: datetime) 
         AS_STORED.dump_python(moment.astimezone(UTC), mode="json"),
         moment.isoformat(),
         moment.isoformat(timespec="microseconds"),
+        moment.astimezone(UTC).isoformat(sep=" ").replace("+00:00", "Z"),
     }
     for text in spellings:
         assert stamp_text(text) == expected, text
@@ -37,6 +39,14 @@ def test_an_events_time_keeps_its_digits_and_gets_the_stamped_zone() -> None:
     assert stamp_text("2026-11-28T21:30:00.123456Z") == "2026-11-28T21:30:00.123456+00:00"
     assert stamp_text("2026-11-28T21:30:00Z") == "2026-11-28T21:30:00.000000+00:00"
     assert stamp_text("2026-11-28T23:30:00.000001+02:00") == "2026-11-28T21:30:00.000001+00:00"
+    assert stamp_text("2026-11-28 21:30:00.123456Z") == "2026-11-28T21:30:00.123456+00:00"
+
+
+def test_a_time_without_a_zone_is_refused() -> None:
+    """A stored time must say its zone (events are written in UTC); guessing the local
+    one would put the entry at another time."""
+    with pytest.raises(ValueError, match="no time zone"):
+        stamp_text("2026-11-28T21:30:00.123456")
 
 
 @given(MOMENTS, MOMENTS)

@@ -2,10 +2,11 @@
 measured beside the floor in one run: each bound does part of keyledger's work only,
 with nothing else around it.
 
-- Commands: the SQL statements a run of the ledger's commands executed (captured with
-  ``sqlite3``'s trace callback), replayed by raw ``sqlite3`` on a copy of the file as it was
-  before the run; the same with only the event inserts kept; and the ledger on
-  ``memory://``, its Python without SQL.
+- Commands: the SQL statements a run of the ledger's commands executed, with their
+  parameters (captured at eventsourcing's SQLite cursor), replayed by raw ``sqlite3`` on a
+  copy of the file as it was before the run; the same with only the event inserts kept;
+  and, for a sense of the Python's share, the same commands on ``memory://`` (no SQL, but
+  views in dicts rather than SQL rows: not exactly the Python of the SQLite path).
 - Rebuild: the rebuild's own SQL (its writes captured from a rebuild, replayed raw, after a
   raw read of every event), with no projection in Python.
 - Integrity: decoding and linking each event's chain, with no version check, index or
@@ -48,32 +49,59 @@ Operation = tuple[str, str | None, Any]
 """A captured call: ("execute" | "executemany" | "commit" | "rollback", statement, parameters)."""
 
 
-class Trace:
-    """The statements, values filled in, that ``sqlite3`` connections run in one thread
-    while :attr:`on` (connections opened within :func:`traced_sqlite`)."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self.on = False
-        self.thread = threading.get_ident()
-
-    def __call__(self, statement: str) -> None:
-        if self.on and threading.get_ident() == self.thread:
-            self.statements.append(statement)
-
-
 @contextmanager
-def traced_sqlite(trace: Trace) -> Iterator[None]:
-    """Connections opened meanwhile report each statement they run to ``trace``."""
-    real = sqlite3.connect
+def captured_calls(operations: list[Operation], thread: int | None = None) -> Iterator[None]:
+    """The statements (with their parameters), commits and rollbacks that go through
+    eventsourcing's SQLite cursor and connection meanwhile, in ``thread`` only if given:
+    every statement of a command's transactions and of the views' writes."""
+    execute, executemany = SQLiteCursor.execute, SQLiteCursor.executemany
+    commit, rollback = SQLiteConnection.commit, SQLiteConnection.rollback
 
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        connection = real(*args, **kwargs)
-        connection.set_trace_callback(trace)
-        return connection
+    def mine() -> bool:
+        return thread is None or threading.get_ident() == thread
 
-    with mock.patch.object(sqlite3, "connect", connect):
+    def record_execute(self: SQLiteCursor, statement: str, parameters: Any = ()) -> None:
+        if mine():
+            operations.append(("execute", statement, parameters))
+        execute(self, statement, parameters)
+
+    def record_executemany(self: SQLiteCursor, statement: str, rows: Any) -> None:
+        rows = list(rows)
+        if mine():
+            operations.append(("executemany", statement, rows))
+        executemany(self, statement, rows)
+
+    def record_commit(self: SQLiteConnection) -> None:
+        if mine():
+            operations.append(("commit", None, None))
+        commit(self)
+
+    def record_rollback(self: SQLiteConnection) -> None:
+        if mine():
+            operations.append(("rollback", None, None))
+        rollback(self)
+
+    with (
+        mock.patch.object(SQLiteCursor, "execute", record_execute),
+        mock.patch.object(SQLiteCursor, "executemany", record_executemany),
+        mock.patch.object(SQLiteConnection, "commit", record_commit),
+        mock.patch.object(SQLiteConnection, "rollback", record_rollback),
+    ):
         yield
+
+
+def replay(connection: sqlite3.Connection, operations: list[Operation]) -> None:
+    """Run captured calls on a raw connection, parameters bound as the ledger bound them
+    (compiled statements are reused from ``sqlite3``'s cache, as the ledger's are)."""
+    for kind, statement, parameters in operations:
+        if kind == "commit":
+            connection.commit()
+        elif kind == "rollback":
+            connection.rollback()
+        elif kind == "executemany":
+            connection.executemany(str(statement), parameters)
+        else:
+            connection.execute(str(statement), parameters).fetchall()
 
 
 def fresh_copy(source: Path, target: Path) -> sqlite3.Connection:
@@ -95,77 +123,75 @@ def fresh_copy(source: Path, target: Path) -> sqlite3.Connection:
     return connection
 
 
-def replayed(before: Path, target: Path, statements: list[str]) -> Callable[[], float]:
-    """Commits per second of ``statements`` run in order by raw ``sqlite3`` on a fresh
-    copy of ``before``."""
-    commits = sum(statement == "COMMIT" for statement in statements)
+def replayed(before: Path, target: Path, operations: list[Operation], commands: int) -> Callable[[], float]:
+    """Commands per second of ``operations`` (captured from ``commands`` commands) run by
+    raw ``sqlite3`` on a fresh copy of ``before``."""
 
     def run() -> float:
         connection = fresh_copy(before, target)
         try:
             began = time.perf_counter()
-            for statement in statements:
-                connection.execute(statement).fetchall()
-            return commits / (time.perf_counter() - began)
+            replay(connection, operations)
+            return commands / (time.perf_counter() - began)
         finally:
             connection.close()
 
     return run
 
 
-def event_inserts(statements: list[str]) -> list[str]:
-    """The transactions of ``statements`` that insert events, keeping only their event
-    and snapshot inserts."""
-    kept: list[str] = []
-    inside: list[str] | None = None
-    for statement in statements:
-        if statement == "BEGIN":
-            inside = [statement]
-        elif inside is not None:
-            inside.append(statement)
-            if statement in ("COMMIT", "ROLLBACK"):
-                if statement == "COMMIT" and any(s.startswith("INSERT INTO stored_") for s in inside):
-                    kept.extend(
-                        s for s in inside if s in ("BEGIN", "COMMIT") or s.startswith("INSERT INTO stored_")
-                    )
-                inside = None
+def event_inserts(operations: list[Operation]) -> list[Operation]:
+    """The committed transactions of ``operations`` that insert events, with only their
+    event and snapshot inserts."""
+    kept: list[Operation] = []
+    inside: list[Operation] | None = None
+    for operation in operations:
+        kind, statement, _ = operation
+        if kind == "execute" and statement == "BEGIN":
+            inside = []
+        elif inside is not None and kind in ("commit", "rollback"):
+            if kind == "commit" and inside:
+                kept.extend([("execute", "BEGIN", ()), *inside, operation])
+            inside = None
+        elif inside is not None and statement is not None and statement.startswith("INSERT INTO stored_"):
+            inside.append(operation)
     return kept
 
 
 def command_rows(space: Workspace) -> list[Row]:
     scale = space.scale
     path, before = space.path("bounds-commands.db"), space.path("bounds-before.db")
-    trace = Trace()
+    operations: list[Operation] = []
     runs, memory_runs = itertools.count(), itertools.count()
-    with traced_sqlite(trace):
-        ledger = Ledger.open(f"sqlite:///{path}")
-    with ledger, Ledger.open("memory://") as memory:
+    with Ledger.open(f"sqlite:///{path}") as ledger, Ledger.open("memory://") as memory:
         timed_commands(ledger, "warm-up", 30)
         timed_commands(memory, "warm-up", 30)
         ledger.sync()
         source, copy = sqlite3.connect(path), sqlite3.connect(before)
         source.backup(copy)
         source.close(), copy.close()
-        trace.on = True  # the command thread's statements only, not the follower's
-        timed_commands(ledger, "captured", scale.commands)
-        trace.on = False
-        captured = trace.statements
+        # The command thread's calls only, not the follower's.
+        with captured_calls(operations, threading.get_ident()):
+            timed_commands(ledger, "captured", scale.commands)
         floor = SQLiteFloor(space.path("bounds-floor.db"), sqlite_shape(before))
-        target = space.path("bounds-replay.db")
-        per_command = f"{len(captured) / scale.commands:.1f} statements/command"
+        target, commands = space.path("bounds-replay.db"), scale.commands
+        statements = sum(kind not in ("commit", "rollback") for kind, _, _ in operations) / commands
         measured = {
-            "keyledger": lambda: timed_commands(ledger, f"run-{next(runs)}", scale.commands),
-            f"bound: its SQL replayed raw ({per_command})": replayed(before, target, captured),
-            "bound: its event inserts only, replayed raw": replayed(before, target, event_inserts(captured)),
-            "bound: its Python alone (memory://, no SQL)": lambda: timed_commands(
-                memory, f"run-{next(memory_runs)}", scale.commands
+            "keyledger": lambda: timed_commands(ledger, f"run-{next(runs)}", commands),
+            f"bound: its SQL replayed raw ({statements:.1f} statements/command)": replayed(
+                before, target, operations, commands
+            ),
+            "bound: its event inserts only, replayed raw": replayed(
+                before, target, event_inserts(operations), commands
+            ),
+            "the same commands on memory:// (no SQL; views in dicts)": lambda: timed_commands(
+                memory, f"run-{next(memory_runs)}", commands
             ),
         }
         try:
             return [
                 compared(
-                    f"commands on a SQLite file: {label}", f"{scale.commands:,} commands/run", "/s",
-                    *paired(lambda: floor.rows_per_second(scale.commands), run, scale.runs),
+                    f"commands on a SQLite file: {label}", f"{commands:,} commands/run", "/s",
+                    *paired(lambda: floor.rows_per_second(commands), run, scale.runs),
                     higher_is_better=True, minimum=0.7,
                 )
                 for label, run in measured.items()
@@ -174,46 +200,13 @@ def command_rows(space: Workspace) -> list[Row]:
             floor.close()
 
 
-@contextmanager
-def captured_writes(operations: list[Operation]) -> Iterator[None]:
-    """The statements, parameters and commits of the views' writes made meanwhile (they
-    go through eventsourcing's SQLite cursor and connection)."""
-    execute, executemany = SQLiteCursor.execute, SQLiteCursor.executemany
-    commit, rollback = SQLiteConnection.commit, SQLiteConnection.rollback
-
-    def record_execute(self: SQLiteCursor, statement: str, parameters: Any = ()) -> None:
-        operations.append(("execute", statement, parameters))
-        execute(self, statement, parameters)
-
-    def record_executemany(self: SQLiteCursor, statement: str, rows: Any) -> None:
-        rows = list(rows)
-        operations.append(("executemany", statement, rows))
-        executemany(self, statement, rows)
-
-    def record_commit(self: SQLiteConnection) -> None:
-        operations.append(("commit", None, None))
-        commit(self)
-
-    def record_rollback(self: SQLiteConnection) -> None:
-        operations.append(("rollback", None, None))
-        rollback(self)
-
-    with (
-        mock.patch.object(SQLiteCursor, "execute", record_execute),
-        mock.patch.object(SQLiteCursor, "executemany", record_executemany),
-        mock.patch.object(SQLiteConnection, "commit", record_commit),
-        mock.patch.object(SQLiteConnection, "rollback", record_rollback),
-    ):
-        yield
-
-
 def rebuild_rows(space: Workspace) -> list[Row]:
     store = space.large()
     events = event_count(store.path)
     operations: list[Operation] = []
     before = space.path("bounds-rebuild-before.db")
     shutil.copyfile(store.path, before)
-    with Ledger.open(store.url, follow=False) as ledger, captured_writes(operations):
+    with Ledger.open(store.url, follow=False) as ledger, captured_calls(operations):
         ledger.rebuild_projections()
     target = space.path("bounds-rebuild.db")
 
@@ -222,15 +215,7 @@ def rebuild_rows(space: Workspace) -> list[Row]:
         try:
             began = time.perf_counter()
             connection.execute(EVENTS).fetchall()
-            for kind, statement, parameters in operations:
-                if kind == "commit":
-                    connection.commit()
-                elif kind == "rollback":
-                    connection.rollback()
-                elif kind == "executemany":
-                    connection.executemany(statement, parameters)
-                else:
-                    connection.execute(statement, parameters)
+            replay(connection, operations)
             return events / (time.perf_counter() - began)
         finally:
             connection.close()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench stress clean
+.PHONY: demo test lint bench bounds stress clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# What the cases short of their targets could reach at best (bench/bounds.py).
+bounds: $(STAMP)
+	$(BIN)/python -m bench.bounds
 
 # The reliability suite at the full sizes of issue 6 (KEYLEDGER_STRESS=1): concurrent
 # writers, kill -9, follower restarts, model equivalence, hostile input, secrets at rest,

@@ -13,7 +13,8 @@ with nothing else around it.
   comparison with the views.
 
 ``python -m bench.bounds`` prints the table; ``BENCH_SCALE`` and ``BENCH_SMOKE`` size it as
-for ``python -m bench``. Nothing is written but the run's scratch folder.
+for ``python -m bench``. It writes its scratch folder and, at the default scale, the
+large store's cache that ``python -m bench`` shares.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ def command_rows(space: Workspace) -> list[Row]:
         ledger.sync()
         source, copy = sqlite3.connect(path), sqlite3.connect(before)
         source.backup(copy)
-        source.close(), copy.close()
+        source.close()
+        copy.close()
         # The command thread's calls only, not the follower's.
         with captured_calls(operations, threading.get_ident()):
             timed_commands(ledger, "captured", scale.commands)

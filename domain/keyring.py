@@ -4,12 +4,15 @@ The Keyring is the consistency boundary: each command loads it, checks its rules
 ``check_*`` methods (raising before anything changes), then triggers exactly the events
 the rule allows; saving them is one atomic append at the next version, so a concurrent
 writer of the same account loses with a version conflict instead of interleaving.
-That is what makes the user-access cascade race-free: a key can only be created by a
-user whose access is not revoked at the version the key is appended on.
+That is what makes the user-access cascade race-free: a key can only be created, or
+given a new secret, by a user whose access is not revoked at the version the event is
+appended on, and revoking a user's access removes, in the same append, every key that
+user could still use (see :meth:`Keyring.revoke_user_access`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 from uuid import UUID, uuid5
@@ -21,6 +24,7 @@ from keyledger.domain.actors import Actor, Permission
 from keyledger.domain.chain import GENESIS, link
 from keyledger.domain.errors import (
     AccessRevoked,
+    IntegrityViolation,
     KeyAlreadyRevoked,
     KeyNotFound,
     PermissionDenied,
@@ -31,6 +35,9 @@ from keyledger.domain.state import KeyRecord, KeyringSnapshot, SecretRecord
 
 KEYRING_NAMESPACE = UUID("6f1c8a52-3d1e-5b7a-9c2f-4e8d0b6a1f37")
 USER_REMOVED_REASON = "creator's access revoked"
+"""The reason shown for a key removed with a user's access. Derived on replay, never
+stored: it keeps its first-release text, which the catalogue of recorded history shows,
+also for keys removed because the user received one of their secrets."""
 _E = TypeVar("_E", bound="Keyring.Event")
 
 
@@ -42,7 +49,12 @@ class NewSecret(NamedTuple):
 
 
 class Keyring:
-    """All keys of one account, and which of its users have had their access revoked."""
+    """All keys of one account, and which of its users have had their access revoked.
+
+    ``recipients_known`` is ``False`` only for a Keyring loaded from a snapshot written
+    before secrets recorded who received them (see :meth:`from_snapshot`): its loader
+    rebuilds it from its events instead.
+    """
 
     TOPIC: ClassVar[str] = "keyledger.Keyring"
 
@@ -109,12 +121,13 @@ class Keyring:
                 application=self.application,
                 created_by=self.created_by,
                 created_at=self.timestamp,
-                current=SecretRecord(digest=self.digest, hint=self.hint),
+                current=SecretRecord(digest=self.digest, hint=self.hint, issued_to=self.created_by),
             )
 
     class KeyRegenerated(Event):
-        """A key got a new secret; the retired one works until ``grace_until`` (grace) or
-        stops at once (immediate, which also ends ``ended_digests``, the secrets in grace)."""
+        """A key got a new secret, issued to the ``actor``; the retired one works until
+        ``grace_until`` (grace) or stops at once (immediate, which also ends
+        ``ended_digests``, the secrets in grace)."""
 
         TOPIC: ClassVar[str] = "keyledger.KeyRegenerated"
         key_id: str
@@ -129,12 +142,10 @@ class Keyring:
             record = keyring.changing(self.key_id)
             retired = record.current
             if self.mode == "grace" and retired is not None:
-                record.grace.append(
-                    SecretRecord(digest=retired.digest, hint=retired.hint, grace_until=self.grace_until)
-                )
+                record.grace.append(retired.model_copy(update={"grace_until": self.grace_until}))
             else:
                 record.grace = []
-            record.current = SecretRecord(digest=self.digest, hint=self.hint)
+            record.current = SecretRecord(digest=self.digest, hint=self.hint, issued_to=self.actor)
             record.regenerated_at = self.timestamp
 
     class GraceExpired(Event):
@@ -165,7 +176,8 @@ class Keyring:
             keyring.changing(self.key_id).end(self.timestamp, self.reason)
 
     class UserAccessRevoked(Event):
-        """A user's access was revoked, and with it every key they created."""
+        """A user's access was revoked, and with it the keys ``removed_key_ids`` (every
+        key they could still use, as decided when recorded; replay never recomputes it)."""
 
         TOPIC: ClassVar[str] = "keyledger.UserAccessRevoked"
         user_id: str
@@ -196,6 +208,7 @@ class Keyring:
         self.keys: dict[str, KeyRecord] = {}
         self.revoked_users: set[str] = set()
         self.chain = GENESIS
+        self.recipients_known = True
 
     @staticmethod
     def id_for(account: str) -> UUID:
@@ -204,13 +217,33 @@ class Keyring:
 
     @classmethod
     def from_snapshot(cls, snapshot: KeyringSnapshot) -> Keyring:
-        """The Keyring a snapshot was taken of."""
+        """The Keyring a snapshot was taken of.
+
+        A snapshot written before secrets recorded their recipient (``issued_to``) cannot
+        say who received a secret issued by a regeneration; only the events can (the
+        regeneration's actor). Snapshots are a cache, so nothing is guessed: the current
+        secret of a key never regenerated was issued to its creator, which is exact and
+        filled in; any other secret of an active key without a recipient leaves
+        ``recipients_known`` ``False``, for the loader to rebuild the Keyring from its
+        events, and makes :meth:`revoke_user_access` and
+        :meth:`working_keys_of_revoked_users` raise rather than decide on a guess.
+        """
         state = snapshot.state
         keyring = cls(snapshot.originator_id, state.account, state.created_on)
         keyring._version = snapshot.originator_version
         keyring._modified_on = state.modified_on
         keyring.chain = state.chain
-        keyring.keys = {record.key_id: record for record in state.keys}
+        keyring.keys = {}
+        for record in state.keys:
+            current = record.current
+            if current is not None and current.issued_to is None and record.regenerated_at is None:
+                current = current.model_copy(update={"issued_to": record.created_by})
+                record = record.model_copy(update={"current": current})
+            if record.revoked_at is None and any(
+                s is not None and s.issued_to is None for s in (current, *record.grace)
+            ):
+                keyring.recipients_known = False
+            keyring.keys[record.key_id] = record
         keyring.revoked_users = set(state.revoked_users)
         return keyring
 
@@ -358,13 +391,16 @@ class Keyring:
         )
 
     def revoke_user_access(self, actor: Actor, user_id: str, *, now: datetime) -> list[str]:
-        """Revoke a user's access and every key they created; returns those key ids."""
+        """Revoke a user's access and remove (revoke whole) every key they could still use:
+        each active key they created, and each active key with a secret that works at
+        ``now`` (current, or in grace before its deadline) issued to them by a
+        regeneration. Returns the removed key ids, in creation order."""
         self.check_actor(actor, Permission.USER_MANAGEMENT)
         if user_id == actor.user_id:
             raise PermissionDenied(f"user {user_id!r} cannot revoke their own access")
         if user_id in self.revoked_users:
             raise UserAccessUnchanged(f"user {user_id!r} already has their access revoked")
-        removed = [r for r in self.keys.values() if r.created_by == user_id and r.revoked_at is None]
+        removed = self.keys_usable_by({user_id}, now)
         self._trigger(
             Keyring.UserAccessRevoked,
             now,
@@ -374,6 +410,38 @@ class Keyring:
             ended_digests=tuple(d for r in removed for d in r.digests()),
         )
         return [r.key_id for r in removed]
+
+    def keys_usable_by(self, users: Collection[str], now: datetime) -> list[KeyRecord]:
+        """The active keys any of ``users`` could use at ``now``, in creation order: those
+        they created, and those with a working secret issued to one of them.
+
+        Raises :class:`IntegrityViolation` if the answer depends on a secret whose
+        recipient this Keyring does not know (loaded from a snapshot older than
+        recipients; see :meth:`from_snapshot`), rather than guess."""
+        found: list[KeyRecord] = []
+        for record in self.keys.values():
+            if record.revoked_at is not None:
+                continue
+            if record.created_by in users:
+                found.append(record)
+                continue
+            recipients = {secret.issued_to for secret in record.working(now)}
+            if not recipients.isdisjoint(users):
+                found.append(record)
+            elif None in recipients:
+                raise IntegrityViolation(
+                    f"the Keyring of account {self.account!r} was loaded from a snapshot "
+                    "written before recipients were recorded and cannot tell who holds key "
+                    f"{record.key_id!r}; load it from its events"
+                )
+        return found
+
+    def working_keys_of_revoked_users(self, now: datetime) -> list[str]:
+        """The ids of active keys that a user whose access is revoked created, or holds a
+        working secret of at ``now``: always empty, by the cascade's invariant."""
+        if not self.revoked_users:
+            return []
+        return [record.key_id for record in self.keys_usable_by(self.revoked_users, now)]
 
     def restore_user_access(self, actor: Actor, user_id: str, *, now: datetime) -> None:
         """Let a revoked user manage keys again (their removed keys stay removed)."""

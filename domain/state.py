@@ -19,6 +19,16 @@ class SecretRecord(BaseModel):
     digest: str
     hint: str
     grace_until: AwareDatetime | None = None
+    issued_to: str | None = None
+    """Who received the secret: the key's creator for its first secret, the actor of the
+    regeneration for each later one; kept when the secret goes into grace. ``None`` means
+    unknown: a snapshot written before recipients were recorded lacks them (see
+    :meth:`Keyring.from_snapshot`)."""
+
+    def works_at(self, now: datetime) -> bool:
+        """Whether the secret still works at ``now``: a current secret always does, one in
+        grace while ``now < grace_until`` (recorded ``GraceExpired`` or not)."""
+        return self.grace_until is None or now < self.grace_until
 
 
 class KeyRecord(BaseModel):
@@ -47,6 +57,14 @@ class KeyRecord(BaseModel):
         self.revoked_reason = reason
         self.current = None
         self.grace = []
+
+    def working(self, now: datetime) -> list[SecretRecord]:
+        """The secrets that work at ``now``: the current one and those whose grace has not
+        passed (a deadline at ``now`` has)."""
+        found = [s for s in self.grace if s.works_at(now)]
+        if self.current is not None:
+            found.insert(0, self.current)
+        return found
 
     def digests(self) -> list[str]:
         """The digests of every secret that still works (current and in grace)."""
@@ -99,7 +117,8 @@ class KeyringSnapshot(BaseModel):
         )
 
     def mutate(self, _: Any) -> Keyring:
-        """Rebuild the Keyring this snapshot was taken of."""
+        """Rebuild the Keyring this snapshot was taken of (one written before secrets
+        recorded their recipient loads too: see :meth:`Keyring.from_snapshot`)."""
         from keyledger.domain.keyring import Keyring
 
         return Keyring.from_snapshot(self)

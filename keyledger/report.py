@@ -38,7 +38,11 @@ class ComplianceReport(BaseModel):
     keys_per_creator: dict[str, int]
     """Active keys per creator."""
     working_keys_of_revoked_creators: int
-    """Working keys whose creator's access is revoked: always 0, by the ledger's invariant."""
+    """Working keys created by, or holding a working secret (current, or in grace before its
+    deadline) issued to, a user whose access is revoked: always 0, by the ledger's
+    invariant, except for keys a removal recorded by an earlier release (which followed
+    creators only) left working, counted here for a reviewer to revoke. The name predates
+    recipients and is kept for API compatibility."""
 
 
 def build_report(
@@ -50,7 +54,8 @@ def build_report(
     unused_after: timedelta = DEFAULT_UNUSED_AFTER,
 ) -> ComplianceReport:
     """The report of ``keys`` (the account's catalogue) as of ``now``; the count of working
-    keys of revoked creators is taken from the account's Keyring by the caller."""
+    keys of revoked users (created by or issued to them) is taken from the account's
+    Keyring by the caller."""
     active = [k for k in keys if k.status == "active"]
     return ComplianceReport(
         account=account,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from eventsourcing.domain import OriginatorVersionError
 from keyledger.domain import (
     AccessRevoked,
     Actor,
+    IntegrityViolation,
     KeyAlreadyRevoked,
     KeyLedgerError,
     KeyNotFound,
@@ -106,18 +108,6 @@ class TestCreateKey:
         assert (event.originator_id, event.originator_version) == (keyring.id, 1)
         assert keyring.version == 1
 
-    def test_the_event_holds_no_secret(self) -> None:
-        """KeyCreated holds only the digest and hint, never the secret or its random part."""
-        keyring = empty_keyring()
-        key, described = new_secret()
-
-        keyring.create_key(ALICE, name="Shipping", purpose="", application="", secret=described, now=NOW)
-
-        [event] = keyring.pending_events
-        for text in (event.model_dump_json(), repr(event), str(event.stored_state())):
-            assert key not in text
-            assert key[3:35] not in text
-
     def test_the_new_key_is_active_with_its_secret_current(self) -> None:
         """The created key is active, created now by its actor, with the new secret current."""
         keyring = empty_keyring()
@@ -128,7 +118,7 @@ class TestCreateKey:
         record = keyring.keys[key_id]
         assert record.status == "active"
         assert (record.created_by, record.created_at) == ("bob", NOW)
-        assert record.current == SecretRecord(digest=described.digest, hint=described.hint)
+        assert record.current == SecretRecord(digest=described.digest, hint=described.hint, issued_to="bob")
         assert record.grace == []
 
     def test_each_key_gets_its_own_id(self) -> None:
@@ -218,20 +208,21 @@ class TestRegenerateWithGrace:
         assert (event.actor, event.originator_version) == ("alice", 2)
 
     def test_the_retired_secret_is_kept_in_grace(self) -> None:
-        """After a grace regeneration the retired secret is in grace and the new one is current."""
+        """After a grace regeneration the retired secret is in grace, still issued to whom it was,
+        and the new one is current, issued to the regenerating actor."""
         keyring = empty_keyring()
         key_id = create(keyring)
         old = keyring.keys[key_id].current
         assert old is not None
         _, described = new_secret()
 
-        keyring.regenerate_key(ALICE, key_id, secret=described, grace=GRACE, now=minutes(5))
+        keyring.regenerate_key(BOB, key_id, secret=described, grace=GRACE, now=minutes(5))
 
         record = keyring.keys[key_id]
         assert record.grace == [
-            SecretRecord(digest=old.digest, hint=old.hint, grace_until=minutes(5) + GRACE)
+            SecretRecord(digest=old.digest, hint=old.hint, grace_until=minutes(5) + GRACE, issued_to="alice")
         ]
-        assert record.current == SecretRecord(digest=described.digest, hint=described.hint)
+        assert record.current == SecretRecord(digest=described.digest, hint=described.hint, issued_to="bob")
         assert record.regenerated_at == minutes(5)
 
     def test_a_later_regeneration_never_extends_an_earlier_deadline(self) -> None:
@@ -337,16 +328,17 @@ class TestRevokeKey:
 
 
 class TestRevokeUserAccess:
-    def test_revoking_a_user_removes_exactly_the_keys_they_created(self) -> None:
-        """Revoking a user removes the working keys they created, not those they only regenerated."""
+    def test_revoking_a_user_removes_exactly_the_working_keys_they_created(self) -> None:
+        """Revoking a user removes the active keys they created, with every secret of each,
+        and leaves the keys of others they never received a secret of."""
         keyring = empty_keyring()
         alices = create(keyring, ALICE, minutes(0), "Alice's")
         bobs_first = create(keyring, BOB, minutes(1), "Bob's first")
         bobs_second = create(keyring, BOB, minutes(2), "Bob's second")
         bobs_revoked = create(keyring, BOB, minutes(3), "Bob's revoked")
         keyring.revoke_key(BOB, bobs_revoked, reason=None, now=minutes(4))
-        keyring.regenerate_key(BOB, alices, secret=secret(), grace=GRACE, now=minutes(5))
-        keyring.regenerate_key(BOB, bobs_second, secret=secret(), grace=GRACE, now=minutes(6))
+        keyring.regenerate_key(ALICE, alices, secret=secret(), grace=GRACE, now=minutes(5))
+        keyring.regenerate_key(ALICE, bobs_second, secret=secret(), grace=GRACE, now=minutes(6))
         ended = (*keyring.keys[bobs_first].digests(), *keyring.keys[bobs_second].digests())
         saved(keyring)
 
@@ -359,13 +351,14 @@ class TestRevokeUserAccess:
         assert event.removed_key_ids == (bobs_first, bobs_second)
         assert len(ended) == 3
         assert event.ended_digests == ended
+        assert keyring.keys[alices].status == "active"
 
     def test_the_removed_keys_are_revoked_and_the_others_stay(self) -> None:
         """After the removal the user's keys are revoked, the user is revoked, other keys work."""
         keyring = empty_keyring()
         alices = create(keyring, ALICE, minutes(0))
         bobs = create(keyring, BOB, minutes(1))
-        keyring.regenerate_key(BOB, alices, secret=secret(), grace=GRACE, now=minutes(2))
+        keyring.regenerate_key(ALICE, alices, secret=secret(), grace=GRACE, now=minutes(2))
 
         keyring.revoke_user_access(ADMIN, "bob", now=minutes(3))
 
@@ -414,6 +407,193 @@ class TestRevokeUserAccess:
         key_id = create(keyring, BOB, minutes(3))
 
         assert keyring.keys[key_id].status == "active"
+
+
+def recorded_removal(keyring: Keyring, user_id: str, removed_key_ids: tuple[str, ...], at: datetime) -> None:
+    """Apply a UserAccessRevoked as an earlier release recorded it, listing ``removed_key_ids``."""
+    event = Keyring.UserAccessRevoked(
+        originator_id=keyring.id,
+        originator_version=keyring.version + 1,
+        timestamp=at,
+        account=ACCOUNT,
+        actor="root",
+        chain=GENESIS,
+        user_id=user_id,
+        removed_key_ids=removed_key_ids,
+        ended_digests=tuple(d for key_id in removed_key_ids for d in keyring.keys[key_id].digests()),
+    )
+    event.mutate(keyring)
+
+
+def bobs_secret_in_grace() -> tuple[Keyring, str, datetime]:
+    """Alice's key that Bob regenerated with grace at minute 1 and Alice again at minute 2,
+    so the secret Bob received is in grace until minute 2 plus the grace period (returned,
+    after the deadline of Alice's first secret); all saved."""
+    keyring = empty_keyring()
+    key_id = create(keyring, ALICE, minutes(0))
+    keyring.regenerate_key(BOB, key_id, secret=secret(), grace=GRACE, now=minutes(1))
+    bobs_until = keyring.regenerate_key(ALICE, key_id, secret=secret(), grace=GRACE, now=minutes(2))
+    assert bobs_until == minutes(2) + GRACE
+    return saved(keyring), key_id, bobs_until
+
+
+class TestRevokeUserAccessRemovesWhatTheUserReceived:
+    def test_a_key_whose_current_secret_was_issued_to_the_user_is_removed(self) -> None:
+        """A key another user created is removed whole when the leaving user holds its current secret."""
+        keyring = empty_keyring()
+        received = create(keyring, ALICE, minutes(0), "Alice's, regenerated by Bob")
+        untouched = create(keyring, ALICE, minutes(1), "Alice's own")
+        keyring.regenerate_key(BOB, received, secret=secret(), grace=None, now=minutes(2))
+        ended = tuple(keyring.keys[received].digests())
+        saved(keyring)
+
+        removed = keyring.revoke_user_access(ADMIN, "bob", now=minutes(3))
+
+        assert removed == [received]
+        [event] = keyring.pending_events
+        assert isinstance(event, Keyring.UserAccessRevoked)
+        assert event.removed_key_ids == (received,)
+        assert event.ended_digests == ended
+        assert keyring.keys[received].status == "revoked"
+        assert keyring.keys[untouched].status == "active"
+
+    def test_a_key_whose_grace_secret_was_issued_to_the_user_is_removed_whole(self) -> None:
+        """A key with another user's current secret and a secret in grace the leaving user
+        received is removed with every secret."""
+        keyring, key_id, _ = bobs_secret_in_grace()
+        record = keyring.keys[key_id]
+        assert record.current is not None
+        assert record.current.issued_to == "alice"
+        assert [s.issued_to for s in record.grace] == ["alice", "bob"]
+        every_secret = tuple(record.digests())
+
+        removed = keyring.revoke_user_access(ADMIN, "bob", now=minutes(3))
+
+        assert removed == [key_id]
+        [event] = keyring.pending_events
+        assert isinstance(event, Keyring.UserAccessRevoked)
+        assert event.removed_key_ids == (key_id,)
+        assert len(every_secret) == 3
+        assert event.ended_digests == every_secret
+        assert keyring.keys[key_id].digests() == []
+
+    def test_a_grace_secret_whose_deadline_is_now_no_longer_counts(self) -> None:
+        """A secret in grace the user received keeps no key at its deadline, GraceExpired recorded or not."""
+        keyring, key_id, bobs_until = bobs_secret_in_grace()
+
+        removed = keyring.revoke_user_access(ADMIN, "bob", now=bobs_until)
+
+        assert removed == []
+        [event] = keyring.pending_events
+        assert isinstance(event, Keyring.UserAccessRevoked)
+        assert (event.removed_key_ids, event.ended_digests) == ((), ())
+        assert keyring.keys[key_id].status == "active"
+
+    def test_a_grace_secret_one_microsecond_before_its_deadline_still_counts(self) -> None:
+        """One microsecond before its deadline, a secret in grace the user received still removes the key."""
+        keyring, key_id, bobs_until = bobs_secret_in_grace()
+
+        removed = keyring.revoke_user_access(ADMIN, "bob", now=bobs_until - timedelta(microseconds=1))
+
+        assert removed == [key_id]
+        assert keyring.keys[key_id].status == "revoked"
+
+    def test_a_secret_the_user_received_then_replaced_immediately_keeps_no_key(self) -> None:
+        """A key the user regenerated immediately, then someone else regenerated immediately, stays."""
+        keyring = empty_keyring()
+        key_id = create(keyring, ALICE, minutes(0))
+        keyring.regenerate_key(BOB, key_id, secret=secret(), grace=None, now=minutes(1))
+        keyring.regenerate_key(ALICE, key_id, secret=secret(), grace=None, now=minutes(2))
+        saved(keyring)
+
+        removed = keyring.revoke_user_access(ADMIN, "bob", now=minutes(3))
+
+        assert removed == []
+        assert keyring.keys[key_id].status == "active"
+
+    def test_a_grace_secret_of_the_user_ended_by_an_immediate_regeneration_keeps_no_key(self) -> None:
+        """A secret the user received, in grace, then ended by an immediate regeneration, keeps no key."""
+        keyring, key_id, _ = bobs_secret_in_grace()
+        keyring.regenerate_key(ALICE, key_id, secret=secret(), grace=None, now=minutes(3))
+        saved(keyring)
+
+        removed = keyring.revoke_user_access(ADMIN, "bob", now=minutes(4))
+
+        assert removed == []
+        assert keyring.keys[key_id].status == "active"
+
+    def test_created_and_received_keys_are_removed_once_each_in_creation_order(self) -> None:
+        """Keys the user created or received a secret of are listed once each, in creation order."""
+        keyring = empty_keyring()
+        received = create(keyring, ALICE, minutes(0))
+        created_and_regenerated = create(keyring, BOB, minutes(1))
+        created = create(keyring, BOB, minutes(2))
+        keyring.regenerate_key(BOB, created_and_regenerated, secret=secret(), grace=GRACE, now=minutes(3))
+        keyring.regenerate_key(BOB, received, secret=secret(), grace=GRACE, now=minutes(4))
+        ids = (received, created_and_regenerated, created)
+        ended = tuple(d for key_id in ids for d in keyring.keys[key_id].digests())
+        saved(keyring)
+
+        removed = keyring.revoke_user_access(ADMIN, "bob", now=minutes(5))
+
+        assert removed == [received, created_and_regenerated, created]
+        [event] = keyring.pending_events
+        assert isinstance(event, Keyring.UserAccessRevoked)
+        assert event.removed_key_ids == (received, created_and_regenerated, created)
+        assert len(ended) == 5
+        assert event.ended_digests == ended
+
+    def test_a_recorded_removal_replays_as_recorded(self) -> None:
+        """A removal recorded before this rule ends exactly the keys it lists, none the rule adds now."""
+        keyring = empty_keyring()
+        received = create(keyring, ALICE, minutes(0))
+        created = create(keyring, BOB, minutes(1))
+        keyring.regenerate_key(BOB, received, secret=secret(), grace=None, now=minutes(2))
+
+        recorded_removal(keyring, "bob", (created,), minutes(3))
+
+        assert keyring.keys[created].status == "revoked"
+        assert keyring.keys[received].status == "active"
+        assert keyring.revoked_users == {"bob"}
+
+
+class TestWorkingKeysOfRevokedUsers:
+    def test_none_after_the_cascade(self) -> None:
+        """After a user's removal no key they created or received a working secret of is left."""
+        keyring, key_id, _ = bobs_secret_in_grace()
+        create(keyring, BOB, minutes(3))
+        assert keyring.working_keys_of_revoked_users(minutes(4)) == []
+
+        keyring.revoke_user_access(ADMIN, "bob", now=minutes(4))
+
+        assert keyring.working_keys_of_revoked_users(minutes(4)) == []
+        assert keyring.keys[key_id].status == "revoked"
+
+    def test_history_recorded_before_the_rule_shows_what_a_revoked_user_still_holds(self) -> None:
+        """Keys a revoked user created or holds a working secret of are listed, until its deadline."""
+        keyring, received, bobs_until = bobs_secret_in_grace()
+        created = create(keyring, BOB, minutes(3))
+        other = create(keyring, ALICE, minutes(3))
+        recorded_removal(keyring, "bob", (), minutes(4))
+
+        just_before = keyring.working_keys_of_revoked_users(bobs_until - timedelta(microseconds=1))
+        at_the_deadline = keyring.working_keys_of_revoked_users(bobs_until)
+
+        assert just_before == [received, created]
+        assert at_the_deadline == [created]
+        assert other not in just_before
+
+    def test_a_restored_user_is_not_counted(self) -> None:
+        """Keys of a user whose access was restored are not counted."""
+        keyring = empty_keyring()
+        key_id = create(keyring, ALICE, minutes(0))
+        keyring.regenerate_key(BOB, key_id, secret=secret(), grace=None, now=minutes(1))
+        recorded_removal(keyring, "bob", (), minutes(2))
+        assert keyring.working_keys_of_revoked_users(minutes(2)) == [key_id]
+
+        keyring.restore_user_access(ADMIN, "bob", now=minutes(3))
+
+        assert keyring.working_keys_of_revoked_users(minutes(3)) == []
 
 
 def _given_history() -> tuple[Keyring, dict[str, str]]:
@@ -726,6 +906,16 @@ class TestReplay:
         assert rebuilt.version == 1
 
 
+def written_before_recipients(snapshot: KeyringSnapshot) -> KeyringSnapshot:
+    """``snapshot`` as stored before secrets recorded their recipient (no ``issued_to``)."""
+    stored = json.loads(snapshot.model_dump_json())
+    for key in stored["state"]["keys"]:
+        for kept in (key["current"], *key["grace"]):
+            if kept is not None:
+                del kept["issued_to"]
+    return KeyringSnapshot.model_validate_json(json.dumps(stored))
+
+
 class TestSnapshot:
     def test_a_snapshot_rebuilds_an_equal_keyring(self) -> None:
         """A Keyring rebuilt from its snapshot equals the original: keys, revoked users, chain, version."""
@@ -761,6 +951,78 @@ class TestSnapshot:
         assert snapshot.model_dump() == before
         assert len(snapshot.state.keys) == 1
         assert len(snapshot.state.keys[0].grace) == 1
+
+    def test_a_snapshot_keeps_who_received_each_secret(self) -> None:
+        """A snapshot stored as JSON keeps the recipient of the current secret and of each secret in grace."""
+        keyring, key_id, _ = bobs_secret_in_grace()
+        stored = KeyringSnapshot.take(keyring).model_dump_json()
+
+        rebuilt = KeyringSnapshot.model_validate_json(stored).mutate(None)
+
+        record = rebuilt.keys[key_id]
+        assert record.current is not None
+        assert record.current.issued_to == "alice"
+        assert [s.issued_to for s in record.grace] == ["alice", "bob"]
+        assert rebuilt.recipients_known
+
+    def test_a_snapshot_from_before_recipients_knows_the_creator_of_a_key_never_regenerated(self) -> None:
+        """A snapshot from before recipients loads; a key never regenerated holds its creator's secret."""
+        keyring = empty_keyring()
+        bobs = create(keyring, BOB, minutes(0))
+        alices = create(keyring, ALICE, minutes(1))
+        keyring.regenerate_key(BOB, alices, secret=secret(), grace=None, now=minutes(2))
+        keyring.revoke_key(ALICE, alices, reason=None, now=minutes(3))
+        old = written_before_recipients(KeyringSnapshot.take(saved(keyring)))
+
+        rebuilt = old.mutate(None)
+
+        current = rebuilt.keys[bobs].current
+        assert current is not None
+        assert current.issued_to == "bob"
+        assert rebuilt.recipients_known
+        assert rebuilt.revoke_user_access(ADMIN, "bob", now=minutes(4)) == [bobs]
+
+    def test_a_snapshot_from_before_recipients_does_not_guess_who_received_a_secret(self) -> None:
+        """A Keyring loaded from a snapshot that lacks a regenerated secret's recipient says so,
+        and refuses a removal that depends on it."""
+        keyring = empty_keyring()
+        key_id = create(keyring, ALICE, minutes(0))
+        keyring.regenerate_key(BOB, key_id, secret=secret(), grace=None, now=minutes(1))
+        rebuilt = written_before_recipients(KeyringSnapshot.take(saved(keyring))).mutate(None)
+        before = state_of(rebuilt)
+
+        with pytest.raises(IntegrityViolation, match="load it from its events"):
+            rebuilt.revoke_user_access(ADMIN, "bob", now=minutes(2))
+
+        assert not rebuilt.recipients_known
+        assert rebuilt.pending_events == []
+        assert state_of(rebuilt) == before
+
+    def test_a_snapshot_from_before_recipients_still_removes_the_creators_keys(self) -> None:
+        """Removing the creator of a key whose later secret has no known recipient removes it."""
+        keyring = empty_keyring()
+        key_id = create(keyring, ALICE, minutes(0))
+        keyring.regenerate_key(BOB, key_id, secret=secret(), grace=GRACE, now=minutes(1))
+        rebuilt = written_before_recipients(KeyringSnapshot.take(saved(keyring))).mutate(None)
+
+        removed = rebuilt.revoke_user_access(ADMIN, "alice", now=minutes(2))
+
+        assert removed == [key_id]
+
+    def test_the_events_know_every_recipient_a_snapshot_from_before_lacks(self) -> None:
+        """Replaying the events, as the loader does for a snapshot without recipients, decides the removal."""
+        keyring = empty_keyring()
+        key_id = create(keyring, ALICE, minutes(0))
+        keyring.regenerate_key(BOB, key_id, secret=secret(), grace=None, now=minutes(1))
+        events = keyring.collect_events()
+
+        replayed: Keyring | None = None
+        for event in events:
+            replayed = event.mutate(replayed)
+
+        assert replayed is not None
+        assert replayed.recipients_known
+        assert replayed.revoke_user_access(ADMIN, "bob", now=minutes(2)) == [key_id]
 
     def test_a_rebuilt_keyring_continues_the_chain(self) -> None:
         """The next event of a Keyring rebuilt from a snapshot links from the snapshot's chain."""

@@ -297,23 +297,25 @@ class TestImmediateRegenerationAndRevocation:
 
 
 class TestUserAccess:
-    def test_revoking_a_user_removes_exactly_the_keys_they_created(
+    def test_revoking_a_user_removes_the_keys_they_created_or_received(
         self, ledger: Ledger, alice: Actor, bob: Actor, admin: Actor
     ) -> None:
-        """Revoking a user removes every key they created, and no other, in one event."""
+        """Revoking a user removes every key they created or hold a working secret of, in one event."""
         mine = [ledger.create_key(alice, name=f"alice-{i}") for i in range(3)]
         graced = ledger.regenerate_key(alice, mine[0].key_id, grace=True)
         theirs = ledger.create_key(bob, name="bob's")
         regenerated_by_alice = ledger.regenerate_key(alice, theirs.key_id, grace=False)
+        bobs_own = ledger.create_key(bob, name="bob's own")
         ledger.revoke_key(alice, mine[2].key_id)
 
         removed = ledger.revoke_user_access(admin, "alice")
 
-        assert removed == [mine[0].key_id, mine[1].key_id]
+        assert removed == [mine[0].key_id, mine[1].key_id, theirs.key_id]
         assert ledger.verify(secret_of(mine[0])) is None
         assert ledger.verify(secret_of(graced)) is None
         assert ledger.verify(secret_of(mine[1])) is None
-        assert ledger.verify(secret_of(regenerated_by_alice)) is not None
+        assert ledger.verify(secret_of(regenerated_by_alice)) is None
+        assert ledger.verify(secret_of(bobs_own)) is not None
         [entry] = ledger.audit(action="UserAccessRevoked")
         assert entry.details["removed_key_ids"] == removed
         assert entry.details["user_id"] == "alice"

@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -272,6 +273,27 @@ class TestWebSockets:
         )
 
         assert seen[0][PRINCIPAL_KEY].key_id == issued.key_id
+
+    def test_a_handshake_in_an_outage_is_closed_with_try_again_later(self) -> None:
+        """Without the denial-response extension, a handshake refused in an outage is closed
+        with 1013 (try again later), not 1008 (uvicorn offers the extension: see
+        test_websockets.py for the 503 it then sends)."""
+        inner = CountingApp()
+
+        sent = self.handshake(ApiKeyMiddleware(inner, UnhealthyVerifier()), [])
+
+        assert sent == [{"type": "websocket.close", "code": 1013}]
+        assert inner.calls == 0
+
+
+class UnhealthyVerifier:
+    """A verifier that refuses every credential and says it cannot show it is current."""
+
+    def verify(self, credential: object) -> Principal | None:
+        return None
+
+    def health(self) -> Any:
+        return SimpleNamespace(ok=False, reason="follower stuck at position 7: MapperDeserialisationError")
 
 
 class ThreadRecordingVerifier:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from keyledger.domain import InvalidInput
@@ -27,13 +27,20 @@ _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 URL_VARIABLE = "KEYLEDGER_URL"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class StoreSettings:
-    """The store a URL names, as eventsourcing environment settings."""
+    """The store a URL names, as eventsourcing environment settings.
+
+    ``repr`` and ``str`` show :meth:`describe`, never ``env``: it holds the PostgreSQL
+    password, and an error tracker that captures frame locals would ship it.
+    """
 
     kind: str
     """``memory``, ``sqlite`` or ``postgresql``."""
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"StoreSettings({self.describe()!r})"
 
     def describe(self) -> str:
         """The store without any password, for messages and logs."""

@@ -36,6 +36,7 @@ from keyledger.adapters.cli_common import (
     AccountOption,
     ActorOption,
     AtOption,
+    CommandLine,
     JsonOption,
     KeyIdArgument,
     Options,
@@ -65,6 +66,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=CommandLine,
 )
 keys_app = typer.Typer(help="Create, list, show, regenerate and revoke API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Revoke and restore a user's access to an account.", no_args_is_help=True)

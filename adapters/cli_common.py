@@ -1,5 +1,6 @@
 """What every ``keyledger`` command shares: the global options, the actor, error
-handling with exit codes, and instants given on the command line."""
+handling with exit codes, instants given on the command line, and the root command
+class (flags without a metavar in help, usage mistakes as one error line)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from keyledger import Actor, InvalidInput, KeyLedgerError, Ledger, Permission, StoreUnavailable
 from keyledger.adapters import render
@@ -88,6 +90,66 @@ def guarded(ctx: typer.Context) -> Iterator[render.Output]:
         logger.debug("unexpected error", exc_info=True)
         out.error("InternalError", f"unexpected {type(error).__name__}; this is a bug in keyledger")
         raise typer.Exit(EXIT_REFUSED) from None
+
+
+class CommandLine(TyperGroup):
+    """The root command: help shows no ``<bool>`` metavar for a flag, and a usage mistake
+    (unknown option or command, missing or bad value) is one ``error: ...`` line on
+    stderr (a JSON object with ``--json``) and exit 2, like every other error, instead of
+    typer's usage block.
+
+    Written against typer 0.29, which vendors click: every click error derives from
+    ``typer.TyperException``, and the context is that vendored click's (not importable
+    through typer's public names, hence ``Any``). The tests of the CLI's help and usage
+    errors fail loudly if a typer upgrade changes either.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        json_mode = "--json" in args  # before parsing, which consumes ``args``
+        try:
+            ctx = super().make_context(info_name, args, parent, **extra)
+        except typer.TyperException as error:
+            usage_error(error, json_mode=json_mode)
+        ctx.meta[_JSON_MODE] = json_mode
+        return ctx
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _hide_flag_metavars(self, ctx)  # before parsing, which may print the help
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.TyperException as error:
+            usage_error(error, json_mode=ctx.meta.get(_JSON_MODE, False))
+
+
+_JSON_MODE = "keyledger.json"
+
+
+def usage_error(error: typer.TyperException, *, json_mode: bool) -> NoReturn:
+    """Print a click error as one error line and exit with its code (2 for usage).
+
+    ``keyledger`` with no command (click's ``NoArgsIsHelpError``) still prints the help.
+    """
+    if type(error).__name__ == "NoArgsIsHelpError":
+        raise error
+    message = " ".join(error.format_message().split())  # click's may span lines
+    command = getattr(getattr(error, "ctx", None), "command_path", None)
+    hint = f" (see '{command} --help')" if command else ""
+    render.Output(json_mode=json_mode).error("UsageError", message + hint)
+    raise typer.Exit(getattr(error, "exit_code", EXIT_USAGE)) from None
+
+
+def _hide_flag_metavars(command: Any, ctx: Any) -> None:
+    """Give every flag of ``command`` and its subcommands an empty metavar, so help
+    shows ``--json`` rather than ``--json <bool>`` (typer 0.29 shows a flag's type)."""
+    help_option = command.get_help_option(ctx)
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for subcommand in getattr(command, "commands", {}).values():
+        _hide_flag_metavars(subcommand, ctx)
 
 
 def open_ledger(ctx: typer.Context) -> Ledger:

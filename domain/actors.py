@@ -51,8 +51,11 @@ class Actor:
 def _permissions(values: Iterable[Permission | str]) -> frozenset[Permission]:
     if isinstance(values, str):
         raise InvalidInput("permissions", "must be a collection of permissions, not a string")
+    # Raised outside the except clause, so the refused value (which may be a pasted
+    # secret) is not kept as the error's suppressed context.
     try:
         return frozenset(Permission(value) for value in values)
     except (TypeError, ValueError):
-        known = ", ".join(p.value for p in Permission)
-        raise InvalidInput("permissions", f"must each be one of: {known}") from None
+        pass
+    known = ", ".join(p.value for p in Permission)
+    raise InvalidInput("permissions", f"must each be one of: {known}")

@@ -4,7 +4,8 @@ The ledger keeps a SHA-256 digest and a hint (the prefix and the last 4 characte
 each key. These tests issue a few hundred secrets and then look for every 16-character
 piece of each secret's random part in everything the ledger leaves behind: the database
 file and its write-ahead log, PostgreSQL rows, log output at DEBUG, and the values it
-returns.
+returns. Real secrets are also handed to calls that must refuse them (as a name, a user,
+a key id, on a closed ledger, on the command line), and the errors are searched.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from typer.testing import CliRunner
 
 from keyledger import (
     Actor,
     AuditEntry,
+    InvalidInput,
     IssuedKey,
     KeyAlreadyRevoked,
     KeyLedgerError,
@@ -31,7 +35,11 @@ from keyledger import (
     Ledger,
     Permission,
     Principal,
+    StoreUnavailable,
 )
+from keyledger.adapters.cli import app as cli_app
+from keyledger.domain import keys as keyformat
+from keyledger.domain.keys import generate_key
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:
@@ -114,7 +122,6 @@ class Exposure:
     near_miss_results: list[Principal | None] = field(default_factory=list)
     views: list[KeyView] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
-    errors: list[KeyLedgerError] = field(default_factory=list)
     ledger_repr: str = ""
     files_while_open: dict[str, bytes] = field(default_factory=dict)
     """The database file and its ``-wal`` and ``-shm`` files before the ledger closes."""
@@ -166,14 +173,6 @@ def issue_and_use(
             if principal is not None:
                 seen.principals.append(principal)
         seen.near_miss_results.extend(ledger.verify(miss) for miss in near_misses(secret))
-    for failing in (
-        lambda: ledger.regenerate_key(alice, created[1].key_id, grace=True),
-        lambda: ledger.revoke_key(alice, created[0].key_id),
-    ):
-        try:
-            failing()
-        except KeyLedgerError as error:
-            seen.errors.append(error)
 
     clock.advance(hours=13)
     ledger.expire_grace()
@@ -289,15 +288,6 @@ class TestSecretsOnSQLite:
         assert len(seen.near_miss_results) == len(seen.secrets) * len(near_misses(seen.secrets[0]))
         assert accepted == []
 
-    def test_errors_show_no_secret(self, exposure: Exposure) -> None:
-        """The messages of refused commands hold no piece of a secret."""
-        seen = exposure
-
-        messages = "\n".join(f"{error!s}\n{error!r}" for error in seen.errors)
-
-        assert [type(error) for error in seen.errors] == [KeyAlreadyRevoked, KeyAlreadyRevoked]
-        assert leaked(messages, pieces_of(seen.secrets)) == set()
-
 
 def files_of(database: Path) -> dict[str, bytes]:
     """The bytes of the database file and of its ``-wal`` and ``-shm`` files, where they exist."""
@@ -364,17 +354,268 @@ class TestSecretsOnPostgreSQL:
         assert found == {name: set() for name in contents}
 
 
-class TestSecretsInMessages:
-    """Refusals never echo a secret, even one passed where a key id belongs."""
+@dataclass
+class Given:
+    """A ledger on a SQLite file with a working key and a revoked one, and who made them."""
 
-    def test_a_secret_passed_as_a_key_id_is_not_echoed(
-        self, open_ledger: Callable[..., Ledger], alice: Actor
+    ledger: Ledger
+    url: str
+    alice: Actor
+    admin: Actor
+    key_id: str
+    """The working key's id."""
+    working: str
+    revoked_key_id: str
+    revoked: str
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.working, self.revoked]
+
+
+@pytest.fixture
+def given(open_ledger: Callable[..., Ledger], sqlite_url: str, alice: Actor, admin: Actor) -> Given:
+    ledger = open_ledger(sqlite_url)
+    working = ledger.create_key(alice, name="Working")
+    revoked = ledger.create_key(alice, name="Revoked")
+    ledger.revoke_key(alice, revoked.key_id)
+    return Given(
+        ledger=ledger,
+        url=sqlite_url,
+        alice=alice,
+        admin=admin,
+        key_id=working.key_id,
+        working=working.secret.get_secret_value(),
+        revoked_key_id=revoked.key_id,
+        revoked=revoked.secret.get_secret_value(),
+    )
+
+
+def closed(ledger: Ledger) -> Ledger:
+    """``ledger``, closed: every call but ``verify`` then raises ``StoreUnavailable``."""
+    ledger.close()
+    return ledger
+
+
+def error_texts(error: BaseException) -> str:
+    """Everything an error shows or keeps: ``str``, ``repr``, arguments and attributes of
+    it and of every error chained to it (``__cause__`` and ``__context__``, even a
+    context suppressed by ``raise ... from None``), and the traceback a log handler prints."""
+    texts = ["".join(traceback.format_exception(error))]
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), repr(current.args), repr(getattr(current, "__dict__", {}))]
+        pending += [current.__cause__, current.__context__]
+    return "\n".join(texts)
+
+
+def log_texts(caplog: pytest.LogCaptureFixture) -> str:
+    """The captured log output and every captured record's attributes."""
+    return caplog.text + "\n".join(repr(vars(record)) for record in caplog.records)
+
+
+def shown(text: str, secrets: list[str]) -> set[str]:
+    """The pieces of ``secrets`` in ``text``: any 16 characters of a secret's random part,
+    so the whole secret and its random body without the prefix are found too."""
+    return leaked(text, pieces_of(secrets))
+
+
+Refusal = tuple[type[KeyLedgerError], str | None, Callable[[Given], object]]
+
+REFUSALS: dict[str, Refusal] = {
+    "as a key's name": (InvalidInput, "name", lambda g: g.ledger.create_key(g.alice, name=g.working)),
+    "inside a name too long": (
+        InvalidInput,
+        "name",
+        lambda g: g.ledger.create_key(g.alice, name=g.working * 3),
+    ),
+    "inside a name with a control character": (
+        InvalidInput,
+        "name",
+        lambda g: g.ledger.create_key(g.alice, name=g.working + "\x00"),
+    ),
+    "as a purpose": (
+        InvalidInput,
+        "purpose",
+        lambda g: g.ledger.create_key(g.alice, name="Pasted", purpose=g.working),
+    ),
+    "as an application": (
+        InvalidInput,
+        "application",
+        lambda g: g.ledger.create_key(g.alice, name="Pasted", application=g.working),
+    ),
+    "as a revocation's reason": (
+        InvalidInput,
+        "reason",
+        lambda g: g.ledger.revoke_key(g.alice, g.key_id, reason=f"leaked: {g.working}"),
+    ),
+    "as the user to remove": (
+        InvalidInput,
+        "user_id",
+        lambda g: g.ledger.revoke_user_access(g.admin, g.working),
+    ),
+    "as the user to restore": (
+        InvalidInput,
+        "user_id",
+        lambda g: g.ledger.restore_user_access(g.admin, g.working),
+    ),
+    "as the acting user": (
+        InvalidInput,
+        "user_id",
+        lambda g: g.ledger.create_key(
+            Actor(user_id=g.working, account="acme", permissions={Permission.INTEGRATION}), name="Pasted"
+        ),
+    ),
+    "as the acting account": (
+        InvalidInput,
+        "account",
+        lambda g: g.ledger.create_key(
+            Actor(user_id="alice", account=g.working, permissions={Permission.INTEGRATION}), name="Pasted"
+        ),
+    ),
+    "as a key id to revoke": (KeyNotFound, None, lambda g: g.ledger.revoke_key(g.alice, g.working)),
+    "as a key id to regenerate": (KeyNotFound, None, lambda g: g.ledger.regenerate_key(g.alice, g.working)),
+    "as an audit action": (InvalidInput, "action", lambda g: g.ledger.audit(action=g.working)),
+    "as an audit position": (InvalidInput, "after", lambda g: g.ledger.audit(after=g.working)),  # type: ignore[arg-type]
+    "revoked, verified at an instant of the wrong type": (
+        InvalidInput,
+        "at",
+        lambda g: g.ledger.verify(g.revoked, at="yesterday"),  # type: ignore[arg-type]
+    ),
+    "revoked, verified with strict of the wrong type": (
+        InvalidInput,
+        "strict",
+        lambda g: g.ledger.verify(g.revoked, strict="yes"),  # type: ignore[arg-type]
+    ),
+    "as the instant to verify a revoked key at": (
+        InvalidInput,
+        "at",
+        lambda g: g.ledger.verify(g.revoked, at=g.working),  # type: ignore[arg-type]
+    ),
+    "as a key id, on a closed ledger": (
+        StoreUnavailable,
+        None,
+        lambda g: closed(g.ledger).revoke_key(g.alice, g.working),
+    ),
+    "as an account, on a closed ledger": (StoreUnavailable, None, lambda g: closed(g.ledger).keys(g.working)),
+}
+
+
+class TestSecretsInErrors:
+    """A refusal never shows or keeps a secret handed to it: not in its message, not in an
+    error chained to it, not in what is logged."""
+
+    @pytest.mark.parametrize(("error", "field", "call"), REFUSALS.values(), ids=REFUSALS.keys())
+    def test_errors_show_no_secret(
+        self,
+        given: Given,
+        caplog: pytest.LogCaptureFixture,
+        error: type[KeyLedgerError],
+        field: str | None,
+        call: Callable[[Given], object],
     ) -> None:
-        """A secret pasted in place of a key id is refused without repeating it."""
-        ledger = open_ledger()
-        secret = ledger.create_key(alice, name="Pasted").secret.get_secret_value()
+        """A real secret passed where it does not belong is refused with an error whose
+        text, chained errors and log records (down to DEBUG) hold no piece of it."""
+        caplog.set_level(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger="keyledger")
 
-        with pytest.raises(KeyNotFound) as refused:
-            ledger.revoke_key(alice, secret)
+        with pytest.raises(KeyLedgerError) as refused:
+            call(given)
 
-        assert leaked(f"{refused.value!s}\n{refused.value!r}", pieces_of([secret])) == set()
+        assert type(refused.value) is error, refused.value
+        assert getattr(refused.value, "field", None) == field
+        assert shown(error_texts(refused.value), given.secrets) == set()
+        assert shown(log_texts(caplog), given.secrets) == set()
+
+    @pytest.mark.parametrize(
+        ("error", "call"),
+        [
+            (StoreUnavailable, lambda g: closed(g.ledger).create_key(g.alice, name="Drawn")),
+            (StoreUnavailable, lambda g: closed(g.ledger).regenerate_key(g.alice, g.key_id)),
+            (KeyAlreadyRevoked, lambda g: g.ledger.regenerate_key(g.alice, g.revoked_key_id)),
+        ],
+        ids=["created on a closed ledger", "regenerated on a closed ledger", "regenerated, key revoked"],
+    )
+    def test_a_secret_drawn_before_a_refusal_is_not_shown(
+        self,
+        given: Given,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+        error: type[KeyLedgerError],
+        call: Callable[[Given], object],
+    ) -> None:
+        """A command refused after it drew its new secret (the store closed, the key
+        revoked) shows no piece of that secret, in the error or the log."""
+        drawn: list[str] = []
+
+        def drawing(prefix: str) -> str:
+            drawn.append(generate_key(prefix))
+            return drawn[-1]
+
+        monkeypatch.setattr(keyformat, "generate_key", drawing)
+        caplog.set_level(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger="keyledger")
+
+        with pytest.raises(KeyLedgerError) as refused:
+            call(given)
+
+        assert type(refused.value) is error, refused.value
+        assert len(drawn) == 1, "the command draws its secret before it is refused"
+        assert shown(error_texts(refused.value), drawn) == set()
+        assert shown(log_texts(caplog), drawn) == set()
+
+    def test_a_secret_given_as_a_permission_is_not_kept(self, given: Given) -> None:
+        """A secret passed as a permission is refused without keeping it in a chained error."""
+        with pytest.raises(InvalidInput) as refused:
+            Actor(user_id="alice", account="acme", permissions=[given.working])
+
+        assert refused.value.field == "permissions"
+        assert shown(error_texts(refused.value), given.secrets) == set()
+
+
+COMMAND_LINE_REFUSALS: dict[str, tuple[int, Callable[[Given], list[str]]]] = {
+    "a key's name": (2, lambda g: ["keys", "create", "--actor", "alice", "-a", "acme", "--name", g.working]),
+    "a revocation's reason": (
+        2,
+        lambda g: ["keys", "revoke", g.key_id, "--actor", "alice", "-a", "acme", "--reason", g.working],
+    ),
+    "a key id to revoke": (1, lambda g: ["keys", "revoke", g.working, "--actor", "alice", "-a", "acme"]),
+    "a key id to show": (1, lambda g: ["keys", "show", g.working, "-a", "acme"]),
+    "the user to remove": (2, lambda g: ["users", "revoke", g.working, "--actor", "root", "-a", "acme"]),
+    "the acting user": (2, lambda g: ["keys", "create", "--actor", g.working, "-a", "acme", "--name", "x"]),
+    "an extra argument": (2, lambda g: ["keys", "show", g.key_id, g.working, "-a", "acme"]),
+    "a revoked key to verify": (1, lambda g: ["verify", g.revoked]),
+    "the instant to verify at": (2, lambda g: ["verify", g.revoked, "--at", g.working]),
+}
+
+
+class TestSecretsOnTheCommandLine:
+    """A command refused with a secret among its arguments does not print it back."""
+
+    @pytest.mark.parametrize(
+        ("code", "argv"), COMMAND_LINE_REFUSALS.values(), ids=COMMAND_LINE_REFUSALS.keys()
+    )
+    def test_errors_show_no_secret(
+        self,
+        given: Given,
+        caplog: pytest.LogCaptureFixture,
+        code: int,
+        argv: Callable[[Given], list[str]],
+    ) -> None:
+        """The command exits with its refusal's code, and neither its output nor the log
+        holds a piece of the secret in its arguments."""
+        given.ledger.close()
+        caplog.set_level(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger="keyledger")
+
+        result = CliRunner().invoke(cli_app, ["--url", given.url, *argv(given)])
+
+        assert result.exit_code == code, result.output
+        assert result.stderr.startswith("error: ")
+        assert shown(f"{result.output}\n{result.stderr}", given.secrets) == set()
+        assert shown(log_texts(caplog), given.secrets) == set()

@@ -285,23 +285,48 @@ class TestARelabelledEvent:
 
 
 class TestAForgedValidKey:
-    """The valid-key table the ledger materialises next to its events is a projection,
-    not a source: a row written there without an event grants nothing."""
+    """The valid-key table the ledger materialises next to its events is a projection of
+    them: a row written there without an event is a forgery the integrity check reports.
 
-    def test_a_digest_no_event_issued_never_verifies(
+    The database is the trust boundary: whoever can write it can grant a key, and
+    verification, which reads the valid-key table rather than replaying events, accepts
+    such a row until ``check_integrity`` runs and reports it. The check is the detection.
+    """
+
+    FORGED_HEAD = "kl_" + "F0rgedF0rgedF0rgedF0rgedF0rged00"
+    FORGED = FORGED_HEAD + checksum(FORGED_HEAD)
+    """A well-formed key (its checksum right) that no event ever issued."""
+
+    def test_a_digest_no_event_issued_is_reported_by_the_integrity_check(
         self, tables: StoreTables, durable_url: str, clock: ManualClock
     ) -> None:
-        """A key whose digest is written straight into the valid-key table, next to a real
-        key's row, is refused, or else the integrity check reports the forgery."""
-        forged = "kl_" + "F0rgedF0rgedF0rgedF0rgedF0rged00"
-        forged += checksum(forged)
-        tables.copy_first_row(VALID_KEYS, digest(forged))
+        """A digest written straight into the valid-key table, next to a real key's row,
+        fails the integrity check, which names the valid-key table."""
+        tables.copy_first_row(VALID_KEYS, digest(self.FORGED))
+
+        report, position = checked(durable_url, clock)
+
+        assert not report.ok, report
+        assert report.reason == "the valid-key table differs from the events in 1 row(s)"
+        assert report.first_bad_position is None
+        assert report.events_checked == EVENTS == position
+
+    def test_a_digest_no_event_issued_authenticates_until_checked(
+        self, tables: StoreTables, durable_url: str, clock: ManualClock
+    ) -> None:
+        """The forged row verifies, as the real key whose row it copies: verification
+        trusts the database it reads (the trust boundary), and leaves the forgery to the
+        integrity check."""
+        tables.copy_first_row(VALID_KEYS, digest(self.FORGED))
 
         with Ledger.open(durable_url, clock=clock) as ledger:
-            principal = ledger.verify(forged)
-            report = ledger.check_integrity()
+            principal = ledger.verify(self.FORGED)
+            copied = {} if principal is None else {key.key_id: key for key in ledger.keys(principal.account)}
 
-        assert principal is None or not report.ok, (principal, report)
+        assert principal is not None
+        assert principal.account in ("acme", "globex")
+        assert copied[principal.key_id].status == "active"
+        assert copied[principal.key_id].name == principal.name
 
 
 class TestAMangledStreamId:

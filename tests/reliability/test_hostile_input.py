@@ -4,17 +4,19 @@ middleware or to the CLI, nothing raises and nothing but an issued, working key 
 Hypothesis generates random text, bytes and objects, oversized values, wrong encodings
 and near misses of real keys (one character changed, dropped, added or swapped, a wrong
 or recomputed checksum, another prefix, another case, retired and revoked secrets), bare
-and inside ``Basic`` and ``Bearer`` credentials. An answer that lets a credential in must
-carry a working secret of exactly that key. (atheris is not used: it is not among the
-project's dependencies; hypothesis covers the same inputs here.)
+and inside ``Basic`` and ``Bearer`` credentials, and working secrets with something added
+around them. An answer that lets a credential in must be one of the spellings the
+credential grammar accepts of a working secret of exactly that key (see :func:`spells`).
+(atheris is not used: it is not among the project's dependencies; hypothesis covers the
+same inputs here.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import gc
+import re
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -63,33 +65,52 @@ class Keys:
             self.admitted.append((credential, principal))
 
     def wrongly_admitted(self) -> list[str]:
-        """Admissions whose credential does not carry a working secret of that key."""
+        """Admissions whose credential is not an accepted spelling of a working secret of that key."""
         return [
             repr(credential)[:80]
             for credential, principal in self.admitted
             if not any(
-                carries(credential, secret) and key_id == principal.key_id
+                spells(credential, secret) and key_id == principal.key_id
                 for secret, key_id in self.working.items()
             )
         ]
 
 
-def carries(credential: object, secret: str) -> bool:
-    """Whether ``credential`` holds ``secret`` bare or as ``base64(secret:)`` (an oracle
-    written apart from the ledger's parser)."""
-    if isinstance(credential, bytes):
-        credential = credential.decode("latin-1")
-    if not isinstance(credential, str):
-        return False
-    if secret in credential:
-        return True
-    for token in credential.split():
-        try:
-            if binascii.a2b_base64(token.encode("ascii")) == f"{secret}:".encode():
-                return True
-        except (binascii.Error, UnicodeError, ValueError):
-            continue
-    return False
+MAX_CREDENTIAL = 1024
+"""The longest credential the grammar reads; anything longer is refused unread."""
+WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+"""The ASCII characters that count as whitespace around a credential and after its scheme."""
+
+
+def spelling(secret: str) -> re.Pattern[str]:
+    """Every credential the grammar accepts for ``secret``, and nothing else: the key
+    itself, ``Bearer <key>`` or ``Basic base64(<key>:)`` (the key as user name, an empty
+    password), the scheme in any case followed by one space, and any ASCII whitespace
+    around the whole and after that space.
+
+    Written from the grammar's rules, not with the ledger's parser. ``<key>:`` of a
+    ``kl`` key is 42 bytes, a multiple of 3, so its base64 has no padding and exactly one
+    spelling.
+    """
+    basic = base64.b64encode(f"{secret}:".encode("ascii")).decode("ascii")
+    space = f"[{re.escape(WHITESPACE)}]*"
+    key = re.escape(secret)
+    return re.compile(
+        rf"{space}(?:{key}|(?i:bearer) {space}{key}|(?i:basic) {space}{re.escape(basic)}){space}", re.ASCII
+    )
+
+
+def spells(credential: object, secret: str) -> bool:
+    """Whether ``credential`` is exactly one of the spellings of ``secret`` the credential
+    grammar accepts: text, ASCII, at most :data:`MAX_CREDENTIAL` characters, matching
+    :func:`spelling`. Bytes, a secret inside other text, padding that is not whitespace,
+    another scheme or a password are not."""
+    return (
+        isinstance(credential, str)
+        and len(credential) <= MAX_CREDENTIAL
+        and credential.isascii()
+        and spelling(secret).fullmatch(credential) is not None
+    )
 
 
 def checksum(head: str) -> str:
@@ -180,6 +201,42 @@ def near_misses(keys: Keys) -> st.SearchStrategy[str]:
     return wrapped()
 
 
+def basic(secret: str) -> str:
+    """``secret`` as HTTP Basic user name with an empty password."""
+    return "Basic " + base64.b64encode(f"{secret}:".encode()).decode()
+
+
+JUNK = BASE62 + "_-:.=+/;,'\"<>()[]{}@\x00\x7f" + WHITESPACE
+
+
+def padded(keys: Keys) -> st.SearchStrategy[str]:
+    """A working secret, bare or wrapped, with text added before or after it, around the
+    whole credential or inside the Basic user name: only whitespace around the whole (or
+    after the scheme) leaves a spelling the grammar accepts."""
+    secret = st.sampled_from(sorted(keys.working))
+    junk = st.text(alphabet=st.sampled_from(JUNK), max_size=6)
+
+    @st.composite
+    def around(draw: st.DrawFn) -> str:
+        key, before, after = draw(secret), draw(junk), draw(junk)
+        where = draw(st.sampled_from(["bare", "bearer", "after bearer", "basic", "basic user", "scheme"]))
+        if where == "bare":
+            return before + key + after
+        if where == "bearer":
+            return before + f"Bearer {key}" + after
+        if where == "after bearer":
+            return f"Bearer {before}{key}{after}"
+        if where == "basic":
+            return before + basic(key) + after
+        if where == "basic user":
+            return basic(before + key + after)
+        return (
+            draw(st.sampled_from(["Bearer", "Basic", "Token", "Bearer:", "bearer;"])) + before + key + after
+        )
+
+    return around()
+
+
 def oversized(keys: Keys) -> st.SearchStrategy[str]:
     """Huge values: padding around a working secret, or a secret repeated."""
     secret = st.sampled_from(sorted(keys.working))
@@ -219,7 +276,7 @@ def anything() -> st.SearchStrategy[object]:
 
 
 def hostile(keys: Keys) -> st.SearchStrategy[object]:
-    return st.one_of(anything(), near_misses(keys), oversized(keys), wrong_encodings(keys))
+    return st.one_of(anything(), near_misses(keys), padded(keys), oversized(keys), wrong_encodings(keys))
 
 
 def fuzz(examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -235,8 +292,73 @@ def fuzz(examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
     )
 
 
+def spellings(secret: str) -> dict[str, bool]:
+    """Credentials around ``secret``, each with whether the grammar accepts it."""
+    return {
+        secret: True,
+        f"Bearer {secret}": True,
+        f"bEaReR {secret}": True,
+        basic(secret): True,
+        f"BASIC {basic(secret)[6:]}": True,
+        f" \t{secret}\r\n": True,
+        f"\x1cBearer \x0b {secret}\x1f": True,
+        f"Basic \t{basic(secret)[6:]} ": True,
+        f"x{secret}": False,
+        f"{secret}x": False,
+        f"{secret}.": False,
+        f'"{secret}"': False,
+        f"<{secret}>": False,
+        f"{secret};": False,
+        f"{secret}\x00": False,
+        f"\xa0{secret}": False,
+        f"Bearer x{secret}": False,
+        f"Bearer {secret} extra": False,
+        f"Bearer\t{secret}": False,
+        f"Bearer:{secret}": False,
+        f"Token {secret}": False,
+        f"Bearer Bearer {secret}": False,
+        basic("x" + secret): False,
+        basic(secret + "x"): False,
+        "Basic " + base64.b64encode(f"{secret}:password".encode()).decode(): False,
+        "Basic " + base64.b64encode(f"{secret}".encode()).decode(): False,
+        f"{secret} {secret}": False,
+        secret + " " * 1024: False,
+    }
+
+
+class TestTheOracle:
+    """The oracle the fuzz tests judge admissions with accepts exactly the spellings of a
+    key the credential grammar accepts."""
+
+    SECRET = "kl_" + "0123456789ABCDEFGHIJKLMNOPQRSTUV" + "abcdef"
+
+    def test_accepts_exactly_the_grammars_spellings(self) -> None:
+        """The key, ``Bearer`` and ``Basic`` (any case, whitespace around) are accepted;
+        the key inside other text, another scheme or a password is not."""
+        table = spellings(self.SECRET)
+
+        judged = {credential: spells(credential, self.SECRET) for credential in table}
+
+        assert judged == table
+
+    def test_refuses_what_is_not_text(self) -> None:
+        """The key as bytes, or in a list, is no spelling of it."""
+        assert not spells(self.SECRET.encode(), self.SECRET)
+        assert not spells([self.SECRET], self.SECRET)
+        assert spells(self.SECRET, self.SECRET)
+
+
 class TestVerify:
     """``Ledger.verify`` answers every input without raising, and admits only working keys."""
+
+    def test_a_working_key_verifies_in_exactly_the_grammars_spellings(self, keys: Keys) -> None:
+        """Each credential around a working secret verifies if and only if the grammar accepts it."""
+        secret = sorted(keys.working)[0]
+        table = spellings(secret)
+
+        verified = {credential: keys.ledger.verify(credential) is not None for credential in table}
+
+        assert verified == table
 
     def test_the_canonical_forms_of_working_keys_verify(self, keys: Keys) -> None:
         """A working secret verifies bare, as Bearer and as Basic with an empty password."""
@@ -339,6 +461,7 @@ def headers(keys: Keys) -> st.SearchStrategy[list[tuple[bytes, bytes]]]:
     values = st.one_of(
         st.binary(max_size=300),
         hostile(keys).map(as_header),
+        padded(keys).map(as_header),
         st.sampled_from(sorted(keys.working)).map(str.encode),
         st.integers(8_000, 200_000).map(lambda n: b"Bearer " + b"\xff" * n),
     )
@@ -366,7 +489,9 @@ class TestMiddleware:
         def check(kind: str, header_list: list[tuple[bytes, bytes]], extensions: Any) -> None:
             scope = {"type": kind, "path": "/orders", "headers": header_list, "extensions": extensions}
             sent, principal = loop.run_until_complete(asgi_call(keys.ledger, scope))
-            keys.judge(b" ".join(value for name, value in header_list if name == b"authorization"), principal)
+            # The credential is the one Authorization value, as text; a repeated one is none.
+            values = [value.decode("latin-1") for name, value in header_list if name == b"authorization"]
+            keys.judge(values[0] if len(values) == 1 else None, principal)
             refusals = [m for m in sent if m.get("status") == 401 or m["type"] == "websocket.close"]
             answered.append(principal is not None or len(refusals) == 1)
 
@@ -408,7 +533,7 @@ class TestMiddleware:
             if header is not None:
                 environ["HTTP_AUTHORIZATION"] = header.decode("latin-1")
             middleware(environ, lambda status, headers: statuses.append(status))
-            keys.judge(header, environ.get(PRINCIPAL_KEY))
+            keys.judge(environ.get("HTTP_AUTHORIZATION"), environ.get(PRINCIPAL_KEY))
 
         check()
 

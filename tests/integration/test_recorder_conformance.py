@@ -1,0 +1,231 @@
+"""eventsourcing's own recorder test cases, run against every recorder keyledger subclasses.
+
+keyledger extends eventsourcing 9.5.6's recorders (STYLE habit 11): the event recorders
+override private insert methods to call a views hook inside the insert's transaction, and
+the views stores are tracking recorders with tables of their own. eventsourcing ships the
+test cases its own recorders pass (``eventsourcing.tests.persistence``); this module runs
+them against each subclass, built as the ledger builds it (``KeyringApplication`` on a new,
+empty store from a store URL), so an eventsourcing upgrade or a change to a subclass that
+breaks the recorder contract fails here, loudly.
+
+=========================  ================================  ================================
+recorder                   eventsourcing base                cases
+=========================  ================================  ================================
+``SQLiteEventRecorder``    ``SQLiteApplicationRecorder``     ``ApplicationRecorderTestCase``
+``PostgresEventRecorder``  ``PostgresApplicationRecorder``   ``ApplicationRecorderTestCase``
+                                                             and ``test_insert_subscribe``
+``SQLiteViews``            ``SQLiteTrackingRecorder``        ``TrackingRecorderTestCase``
+``PostgresViews``          ``PostgresTrackingRecorder``      ``TrackingRecorderTestCase``
+``MemoryViews``            ``POPOTrackingRecorder``          ``TrackingRecorderTestCase``
+=========================  ================================  ================================
+
+The event recorders run twice: as the library's code sees them (no hook), and with a views
+hook attached, the path every ledger command writes through; the hooked runs also check
+that the hook saw every event the recorder stored. The subscription case runs on
+PostgreSQL only, as in eventsourcing's own suite (its SQLite recorder cannot subscribe).
+
+Not run: the timing cases (``test_performance``, ``test_concurrent_throughput``) print a
+rate and assert nothing, and timings belong in ``bench/`` (habit 8). ``AggregateRecorderTestCase``
+does not apply: keyledger subclasses no aggregate recorder (snapshots use eventsourcing's
+own), and the case expects ``insert_events`` to return ``None``, which an application
+recorder never does. The ``memory://`` event recorder is eventsourcing's POPO recorder,
+unchanged, which the library's own suite covers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unittest
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from unittest import TestCase
+
+import psycopg
+from eventsourcing.persistence import ApplicationRecorder, Notification, TrackingRecorder
+from eventsourcing.tests import persistence as library
+
+from keyledger.adapters.postgres_views import PostgresEventRecorder, PostgresViews
+from keyledger.adapters.sql_views import Reader, ViewsWithin
+from keyledger.adapters.sqlite_views import SQLiteEventRecorder, SQLiteViews
+from keyledger.adapters.stores import parse_url
+from keyledger.application import KeyringApplication
+from keyledger.projections.memory import MemoryViews
+
+POSTGRES_URL = os.environ.get("KEYLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("KEYLEDGER_REQUIRE_POSTGRES") == "1"
+TIMING = "a timing case: it prints a rate and asserts nothing; timings belong in bench/ (STYLE habit 8)"
+
+# The mixins below are plain classes, so that pytest, which collects every
+# unittest.TestCase subclass whatever its name, collects only the concrete cases.
+if TYPE_CHECKING:
+    _Base = TestCase
+else:
+    _Base = object
+
+
+class _Store(_Base):
+    """A new, empty store per test and the ledger's application on it, closed after."""
+
+    def new_url(self) -> str:
+        raise NotImplementedError
+
+    def application(self) -> KeyringApplication:
+        app = KeyringApplication(env=parse_url(self.new_url()).env)
+        self.addCleanup(app.close)
+        return app
+
+
+class _SQLite(_Store):
+    def new_url(self) -> str:
+        folder = self.enterContext(tempfile.TemporaryDirectory())
+        return f"sqlite:///{folder}/keyledger.db"
+
+
+class _Postgres(_Store):
+    """A schema of its own per test, dropped after (as ``postgres_url`` in tests/conftest.py)."""
+
+    def new_url(self) -> str:
+        try:
+            admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+        except psycopg.OperationalError as error:
+            if REQUIRE_POSTGRES:
+                self.fail(f"PostgreSQL is required (KEYLEDGER_REQUIRE_POSTGRES=1) but unreachable: {error}")
+            self.skipTest(f"no PostgreSQL server answers at {POSTGRES_URL}")
+        schema = f"kl_test_{uuid.uuid4().hex[:12]}"
+        admin.execute(f"CREATE SCHEMA {schema}")
+
+        def drop() -> None:
+            with admin:
+                admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+        self.addCleanup(drop)
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        return f"{POSTGRES_URL}{separator}schema={schema}"
+
+
+class _MemoryStore(_Store):
+    def new_url(self) -> str:
+        return "memory://"
+
+
+class _EventRecorder(_Store):
+    """The application's event recorder, checked to be the class the store URL plugs in."""
+
+    recorder_class: type[ApplicationRecorder]
+
+    def create_recorder(self) -> ApplicationRecorder:
+        recorder = self.application().recorder
+        assert type(recorder) is self.recorder_class
+        return recorder
+
+    @unittest.skip(TIMING)
+    def test_performance(self) -> None:
+        """Skipped."""
+
+    @unittest.skip(TIMING)
+    def test_concurrent_throughput(self) -> None:
+        """Skipped."""
+
+
+class _HookedEventRecorder(_EventRecorder):
+    """The event recorder with a views hook attached, as a ledger attaches one: the hook
+    records the notifications it is handed, and each case ends by checking that it was
+    handed every event the recorder stored, once."""
+
+    def create_recorder(self) -> ApplicationRecorder:
+        recorder = super().create_recorder()
+        assert isinstance(recorder, ViewsWithin)
+        self.recorder = recorder
+        self.seen: list[int] = []
+
+        def within(cursor: Any, read: Reader, new: Sequence[Notification]) -> None:
+            self.seen.extend(notification.id for notification in new)
+
+        recorder.within = within
+        return recorder
+
+    def assert_hook_saw_every_event(self) -> None:
+        stored = self.recorder.select_notifications(start=None, limit=1_000_000)
+        assert stored, "the case stored no event"
+        assert sorted(self.seen) == [notification.id for notification in stored]
+
+    def test_insert_select(self) -> None:
+        """The library's case, then the hook saw every stored event."""
+        super().test_insert_select()  # type: ignore[misc]
+        self.assert_hook_saw_every_event()
+
+    def test_concurrent_no_conflicts(self, initial_position: int = 0) -> None:
+        """The library's case, then the hook saw every stored event."""
+        super().test_concurrent_no_conflicts(initial_position)  # type: ignore[misc]
+        self.assert_hook_saw_every_event()
+
+
+class _Subscribes(_Base):
+    def test_insert_subscribe(self) -> None:
+        """The library's subscription case, as its own PostgreSQL suite runs it."""
+        self.optional_test_insert_subscribe()  # type: ignore[attr-defined]
+
+
+class TestSQLiteEventRecorder(_SQLite, _EventRecorder, library.ApplicationRecorderTestCase):
+    """SQLiteEventRecorder with no hook behaves as eventsourcing's SQLite recorder."""
+
+    recorder_class = SQLiteEventRecorder
+
+
+class TestSQLiteEventRecorderWithViewsHook(
+    _SQLite, _HookedEventRecorder, library.ApplicationRecorderTestCase
+):
+    """SQLiteEventRecorder with a views hook behaves as eventsourcing's SQLite recorder."""
+
+    recorder_class = SQLiteEventRecorder
+
+
+class TestPostgresEventRecorder(_Postgres, _Subscribes, _EventRecorder, library.ApplicationRecorderTestCase):
+    """PostgresEventRecorder with no hook behaves as eventsourcing's PostgreSQL recorder."""
+
+    recorder_class = PostgresEventRecorder
+
+
+class TestPostgresEventRecorderWithViewsHook(
+    _Postgres, _Subscribes, _HookedEventRecorder, library.ApplicationRecorderTestCase
+):
+    """PostgresEventRecorder with a views hook behaves as eventsourcing's PostgreSQL recorder."""
+
+    recorder_class = PostgresEventRecorder
+
+    def test_insert_subscribe(self) -> None:
+        """The library's subscription case, then the hook saw every stored event."""
+        super().test_insert_subscribe()
+        self.assert_hook_saw_every_event()
+
+
+class _Views(_Store):
+    """The views store the application builds, checked to be the class the store URL plugs in."""
+
+    views_class: type[TrackingRecorder]
+
+    def create_recorder(self) -> TrackingRecorder:
+        views = self.application().construct_views()
+        assert isinstance(views, TrackingRecorder)
+        assert type(views) is self.views_class
+        return views
+
+
+class TestSQLiteViews(_SQLite, _Views, library.TrackingRecorderTestCase):
+    """SQLiteViews tracks positions as eventsourcing's SQLite tracking recorder does."""
+
+    views_class = SQLiteViews
+
+
+class TestPostgresViews(_Postgres, _Views, library.TrackingRecorderTestCase):
+    """PostgresViews tracks positions as eventsourcing's PostgreSQL tracking recorder does."""
+
+    views_class = PostgresViews
+
+
+class TestMemoryViews(_MemoryStore, _Views, library.TrackingRecorderTestCase):
+    """MemoryViews tracks positions as eventsourcing's POPO tracking recorder does."""
+
+    views_class = MemoryViews

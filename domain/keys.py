@@ -7,15 +7,16 @@ base62 characters from :mod:`secrets` (about 190 bits), and ``check`` is the CRC
 tell a typo from an unknown key offline. The ledger keeps only the SHA-256 digest of a
 key and a display hint (prefix and last 4 characters).
 
-:func:`extract_key` is the hot path of verification: it takes a raw key or an
-``Authorization`` value (``Basic base64(key:)`` or ``Bearer key``) and returns the key
-when its shape is right, ``None`` otherwise, never raising. It skips the checksum: a
-digest hit implies it.
+:class:`CredentialParser` is the one reader of presented credentials: a raw key or an
+``Authorization`` value (``Basic base64(key:)`` or ``Bearer key``), never raising. Its
+:meth:`~CredentialParser.digest` is the hot path of verification and skips the
+checksum (a digest hit implies it); :meth:`~CredentialParser.diagnose` checks it.
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import re
 import secrets
@@ -105,43 +106,8 @@ def _basic_user(encoded: str) -> str | None:
     return user
 
 
-def extract_key(credential: object, prefix: str) -> str | None:
-    """The key inside a raw key or an ``Authorization`` value, if it has a key's shape.
-
-    Accepts ``Basic base64(key + ":")`` (the key as user name with an empty password),
-    ``Bearer key`` (schemes case-insensitive) and a bare key. Returns ``None`` for
-    anything else: wrong type, oversized, non-ASCII, bad base64, a password in Basic,
-    wrong prefix, wrong length or characters.
-    """
-    if not isinstance(credential, str) or len(credential) > MAX_CREDENTIAL_LENGTH or not credential.isascii():
-        return None
-    text = credential.strip()
-    scheme, space, rest = text.partition(" ")
-    if space:
-        lowered = scheme.lower()
-        if lowered == "basic":
-            user = _basic_user(rest.strip())
-            if user is None:
-                return None
-            text = user
-        elif lowered == "bearer":
-            text = rest.strip()
-        else:
-            return None
-    head = len(prefix) + 1
-    if (
-        len(text) != head + BODY_LENGTH
-        or not text.startswith(prefix)
-        or text[head - 1] != "_"
-        or not text.isascii()
-        or not text[head:].isalnum()
-    ):
-        return None
-    return text
-
-
 class KeyDiagnosis(StrEnum):
-    """What :func:`diagnose_key` found wrong with a presented key, if anything."""
+    """What :meth:`CredentialParser.diagnose` found wrong with a presented key, if anything."""
 
     WELL_FORMED = "well-formed"
     MALFORMED = "malformed credential"
@@ -151,39 +117,114 @@ class KeyDiagnosis(StrEnum):
     BAD_CHECKSUM = "checksum mismatch (a typo?)"
 
 
-def diagnose_key(credential: object, prefix: str) -> KeyDiagnosis:
-    """Explain why a credential is not a key of this ledger's format (the slow,
-    diagnostic path: it checks the CRC32 that :func:`extract_key` skips)."""
-    key = extract_key(credential, prefix)
-    if key is not None:
-        head = key[:-CHECK_LENGTH]
-        return (
-            KeyDiagnosis.WELL_FORMED if checksum(head) == key[-CHECK_LENGTH:] else (KeyDiagnosis.BAD_CHECKSUM)
-        )
-    if (
-        not isinstance(credential, str)
-        or len(credential) > MAX_CREDENTIAL_LENGTH
-        or not credential.isascii()
-        or not credential.strip()
-    ):
-        return KeyDiagnosis.MALFORMED
-    text = credential.strip()
-    scheme, space, rest = text.partition(" ")
-    if space:
-        if scheme.lower() == "basic":
-            user = _basic_user(rest.strip())
-            if user is None:
-                return KeyDiagnosis.MALFORMED
-            text = user
-        elif scheme.lower() == "bearer":
-            text = rest.strip()
-        else:
+_sha256 = hashlib.sha256
+_a2b_base64 = binascii.a2b_base64
+
+
+class CredentialParser:
+    """The one reader of presented credentials for the keys of one prefix.
+
+    A credential is a bare key, ``Bearer key`` or ``Basic base64(key + ":")`` (the key as
+    user name with an empty password), schemes in any case, with ASCII whitespace around
+    it or after the scheme; at most :data:`MAX_CREDENTIAL_LENGTH` ASCII characters.
+    Anything else is refused before any lookup, and nothing here raises.
+
+    :meth:`digest` is verification's hot path: a bare key, or a ``Basic`` value exactly
+    as clients send it, goes straight to its digest; every other spelling goes through
+    :meth:`key`, the full grammar. Neither checks the checksum (a digest hit implies it,
+    and the alphabet); :meth:`diagnose`, the slow path for people, does.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = check_prefix(prefix)
+        self._head = prefix + "_"
+        self._head_bytes = self._head.encode()
+        self._length = len(self._head) + BODY_LENGTH
+        self._basic_length = len("Basic ") + 4 * -(-(self._length + 1) // 3)
+
+    def digest(self, credential: object) -> bytes | None:
+        """The SHA-256 digest of the key ``credential`` carries, if it has a key's shape."""
+        if type(credential) is str:
+            size = len(credential)
+            if size == self._length and credential.startswith(self._head) and credential.isascii():
+                return _sha256(credential.encode()).digest()
+            if size == self._basic_length and credential.startswith("Basic ") and credential.isascii():
+                try:
+                    user = _a2b_base64(credential[6:], strict_mode=True)
+                except binascii.Error:
+                    return None
+                if user[-1:] != b":" or not user.startswith(self._head_bytes) or not user.isascii():
+                    return None
+                return _sha256(user[:-1]).digest()
+        key = self.key(credential)
+        return None if key is None else _sha256(key.encode()).digest()
+
+    def key(self, credential: object) -> str | None:
+        """The key inside a raw key or an ``Authorization`` value, if it has a key's
+        shape (the checksum unchecked), else ``None``."""
+        text = self._unwrap(credential)
+        return text if text is not None and self._shape(text) is None else None
+
+    def diagnose(self, credential: object) -> KeyDiagnosis:
+        """Why ``credential`` is not a key of this prefix, checksum included (the
+        diagnostic path, for people: it tells a typo from an unknown key offline)."""
+        text = self._unwrap(credential)
+        if text is None:
             return KeyDiagnosis.MALFORMED
-    if not text.startswith(prefix + "_") or "_" in text[len(prefix) + 1 :]:
-        return KeyDiagnosis.WRONG_PREFIX
-    if len(text) != len(prefix) + 1 + BODY_LENGTH:
-        return KeyDiagnosis.WRONG_LENGTH
-    return KeyDiagnosis.BAD_CHARACTERS
+        problem = self._shape(text)
+        if problem is not None:
+            return problem
+        head = text[:-CHECK_LENGTH]
+        return (
+            KeyDiagnosis.WELL_FORMED if checksum(head) == text[-CHECK_LENGTH:] else KeyDiagnosis.BAD_CHECKSUM
+        )
+
+    def _unwrap(self, credential: object) -> str | None:
+        """The text a credential presents as the key: the grammar's schemes and
+        whitespace removed; ``None`` if it follows none of its spellings."""
+        if (
+            not isinstance(credential, str)
+            or len(credential) > MAX_CREDENTIAL_LENGTH
+            or not credential.isascii()
+        ):
+            return None
+        text = credential.strip()
+        scheme, space, rest = text.partition(" ")
+        if not space:
+            return text or None
+        lowered = scheme.lower()
+        if lowered == "basic":
+            return _basic_user(rest.strip())
+        if lowered == "bearer":
+            return rest.strip()
+        return None
+
+    def _shape(self, text: str) -> KeyDiagnosis | None:
+        """What is wrong with the shape of ``text`` as a key of this prefix, if anything."""
+        head = len(self._head)
+        if not text.startswith(self._head) or "_" in text[head:]:
+            return KeyDiagnosis.WRONG_PREFIX
+        if len(text) != self._length:
+            return KeyDiagnosis.WRONG_LENGTH
+        if not text[head:].isascii() or not text[head:].isalnum():
+            return KeyDiagnosis.BAD_CHARACTERS
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def parser_for(prefix: str) -> CredentialParser:
+    """The parser of one prefix (kept: a ledger, the CLI and tests share it)."""
+    return CredentialParser(prefix)
+
+
+def extract_key(credential: object, prefix: str) -> str | None:
+    """:meth:`CredentialParser.key` for ``prefix``."""
+    return parser_for(prefix).key(credential)
+
+
+def diagnose_key(credential: object, prefix: str) -> KeyDiagnosis:
+    """:meth:`CredentialParser.diagnose` for ``prefix``."""
+    return parser_for(prefix).diagnose(credential)
 
 
 def contains_key(text: str, prefix: str) -> bool:

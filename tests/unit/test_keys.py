@@ -14,6 +14,7 @@ from keyledger import InvalidInput
 from keyledger.domain.keys import (
     BASE62,
     MAX_CREDENTIAL_LENGTH,
+    CredentialParser,
     KeyDiagnosis,
     check_prefix,
     checksum,
@@ -434,3 +435,60 @@ class TestUnicodeAroundAKey:
 
         assert extract_key("\u00a0" + key + "\u3000", "kl") is None
         assert extract_key(" " + key + "\t", "kl") == key
+
+
+class TestTheParsersHotPath:
+    """``CredentialParser.digest`` (verification's fast path) agrees with the full
+    grammar on every spelling: the digest of the key it finds, or ``None``."""
+
+    @pytest.mark.parametrize("prefix", ["kl", "acme_live"])
+    def test_agrees_with_the_full_grammar(self, prefix: str) -> None:
+        parser = CredentialParser(prefix)
+        key = generate_key(prefix)
+        other = generate_key("zz")
+        spellings: list[object] = [
+            key,
+            " " + key,
+            key + "\n",
+            "Bearer " + key,
+            "bearer  " + key,
+            basic(key + ":"),
+            "basic " + basic(key + ":")[6:],
+            " " + basic(key + ":") + " ",
+            basic(key + ":x"),
+            basic(key),
+            "Basic " + base64.b64encode(b"\xff" + key.encode() + b":").decode()[: len(basic(key + ":")) - 6],
+            key + "a",
+            other,
+            basic(other + ":"),
+            "Token " + key,
+            key.encode(),
+            None,
+            42,
+            "x" * (MAX_CREDENTIAL_LENGTH + 1),
+            "é" + key,
+        ]
+
+        for credential in spellings:
+            found = parser.key(credential)
+            expected = None if found is None else hashlib.sha256(found.encode()).digest()
+            assert parser.digest(credential) == expected, credential
+
+    def test_leaves_the_alphabet_to_the_lookup(self) -> None:
+        """A bare key's characters are not checked on the fast path: a text of a key's
+        prefix and length digests as it is, and no issued key has that digest."""
+        parser = CredentialParser("kl")
+        odd = generate_key("kl")[:-1] + "!"
+
+        assert parser.key(odd) is None
+        assert parser.digest(odd) == hashlib.sha256(odd.encode()).digest()
+
+    def test_takes_the_fast_path_for_a_bare_key_and_an_exact_basic_value(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        parser = CredentialParser("kl")
+        key = generate_key("kl")
+        monkeypatch.setattr(parser, "key", lambda credential: pytest.fail("the full grammar was used"))
+
+        assert parser.digest(key) == digest(key)
+        assert parser.digest(basic(key + ":")) == digest(key)

@@ -1,5 +1,6 @@
 """The reviewer's commands: the audit trail (paged, or exported with a checkpoint),
-the compliance report, the integrity check and rebuilding the projections."""
+the compliance report, the integrity check (against a ledger checkpoint kept elsewhere),
+taking such a checkpoint, and rebuilding the projections."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from keyledger import Ledger
+from keyledger import Checkpoint, ExportCheckpoint, Ledger
 from keyledger.adapters import render
 from keyledger.adapters.cli_common import (
     EXIT_REFUSED,
@@ -117,14 +119,59 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
-def check(ctx: typer.Context) -> None:
-    """Check every stored event against its account's hash chain; exit 1 if any fails."""
-    with guarded(ctx) as out, open_ledger(ctx) as ledger, progress_bar("checking") as advance:
-        report = ledger.check_integrity(progress=advance)
+def check(
+    ctx: typer.Context,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against",
+            help="Also fail if any account's history up to this checkpoint (from `keyledger checkpoint`, "
+            "kept outside the database) was cut short or rewritten.",
+        ),
+    ] = None,
+) -> None:
+    """Check every stored event against its account's hash chain, and the views against the
+    events (and the history against a checkpoint); exit 1 if any fails."""
+    with guarded(ctx) as out:
+        point = None if against is None else read_checkpoint(against)
+        with open_ledger(ctx) as ledger, progress_bar("checking") as advance:
+            report = ledger.check_integrity(progress=advance, checkpoint=point)
         out.integrity(report)
         if not report.ok:
-            out.error("IntegrityViolation", f"integrity check failed at position {report.first_bad_position}")
+            where = "" if report.first_bad_position is None else f" at position {report.first_bad_position}"
+            out.error("IntegrityViolation", f"integrity check failed{where}: {report.reason}")
             raise typer.Exit(EXIT_REFUSED)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The ledger checkpoint in the JSON file at ``path``; ``InvalidInput`` if it is not one."""
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise InvalidInput("checkpoint", f"cannot read {path}: {error.strerror}") from None
+    try:
+        return Checkpoint.model_validate_json(text)
+    except ValidationError:
+        pass
+    try:
+        ExportCheckpoint.model_validate_json(text)
+    except ValidationError:
+        raise InvalidInput(
+            "checkpoint", f"{path} is not a keyledger checkpoint (the JSON `keyledger checkpoint` writes)"
+        ) from None
+    raise InvalidInput(
+        "checkpoint",
+        f"{path} is an audit export's checkpoint (for keyledger.verify_export), not the ledger's "
+        "(`keyledger checkpoint` writes that)",
+    )
+
+
+def checkpoint(ctx: typer.Context) -> None:
+    """Print the ledger's checkpoint as JSON (each account's stream version and chain, the
+    log position and the time): keep it outside the database, for `check --against`."""
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        point = ledger.checkpoint()
+        out.checkpoint(point)
 
 
 def rebuild(ctx: typer.Context) -> None:
@@ -163,5 +210,6 @@ def register(app: typer.Typer) -> None:
     """Add the reviewer's commands to the ``keyledger`` app."""
     app.command()(audit)
     app.command()(check)
+    app.command()(checkpoint)
     app.command()(rebuild)
     app.command()(report)

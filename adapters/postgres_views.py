@@ -152,6 +152,18 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             yield cursor
 
+    @contextmanager
+    def snapshot_transaction(self) -> Iterator[Any]:
+        # REPEATABLE READ: every statement of the transaction sees the snapshot its first
+        # one took; READ ONLY, and rolled back at the end.
+        with (
+            self.datastore.get_connection() as connection,
+            connection.transaction(force_rollback=True),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield cursor
+
     def plain_rows(self, cursor: Any) -> None:
         cursor.row_factory = tuple_row
 

@@ -29,7 +29,7 @@ from keyledger.export import write_entries
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.catalogue import KeyView
 from keyledger.report import ComplianceReport
-from keyledger.results import IntegrityReport, IssuedKey, Principal
+from keyledger.results import Checkpoint, IntegrityReport, IssuedKey, Principal
 
 
 class AuditFormat(StrEnum):
@@ -293,7 +293,17 @@ class Output:
         elif report.ok:
             self.line(f"ok: {report.events_checked} events checked, every hash chain intact")
         else:
-            self.line(
-                f"FAILED at position {report.first_bad_position}: {report.reason} "
-                f"({report.events_checked} events checked)"
-            )
+            where = "" if report.first_bad_position is None else f" at position {report.first_bad_position}"
+            self.line(f"FAILED{where}: {report.reason} ({report.events_checked} events checked)")
+
+    def checkpoint(self, point: Checkpoint) -> None:
+        """A ledger checkpoint as JSON on stdout (one line with --json, indented otherwise:
+        either reads back), and a note on stderr to keep it elsewhere."""
+        if self.json_mode:
+            typer.echo(point.model_dump_json())
+        else:
+            typer.echo(point.model_dump_json(indent=2))
+        self.note(
+            f"checkpoint of {len(point.accounts)} account(s) at position {point.position}: keep it outside "
+            "the ledger's database, for `keyledger check --against`"
+        )

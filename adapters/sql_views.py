@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AUDIT_FIELDS, AuditEntry, AuditQuery, entry_values
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.facts import Fact
-from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
+from keyledger.projections.ports import VIEWS_NAME, ConsistentRead, Project, ViewStore, ViewWriter
 from keyledger.projections.valid_keys import Principal
 
 KEY_COLUMNS = (
@@ -38,6 +38,7 @@ KEY_COLUMNS = (
 AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
 KEY_MARKS = ", ".join("?" * len(KEY_COLUMNS.split(", ")))
 AUDIT_MARKS = ", ".join("?" * len(AUDIT_FIELDS))
+VALID_SELECT = "SELECT digest, account, key_id, name, valid_until FROM {valid}"
 
 
 EventRow = tuple[int, Any, int, str, bytes]
@@ -261,6 +262,25 @@ class _Batch(ViewWriter):
             cursor.executemany(views.sql("INSERT INTO {audit_keys} VALUES (?, ?)"), self.audit_keys)
 
 
+class _SnapshotRead(ConsistentRead):
+    """The views read in one snapshot transaction (see :meth:`SQLViews.consistent_read`)."""
+
+    def __init__(self, views: SQLViews, cursor: Any) -> None:
+        self.views, self.cursor = views, cursor
+        self.position = views.position_in(cursor)  # the first read: the snapshot's moment
+        views.plain_rows(cursor)
+
+    def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
+        new = tuple.__new__
+        self.cursor.execute(self.views.sql(VALID_SELECT))
+        for digest, account, key_id, name, until in self.cursor:
+            until = None if until is None else datetime.fromisoformat(until)
+            yield bytes(digest), new(Principal, (account, key_id, name, until))
+
+    def audit_chains(self, after: int, upto: int) -> dict[int, str]:
+        return self.views.audit_chains_in(self.cursor, after, upto)
+
+
 class SQLViews(ViewStore):
     """The views as SQL tables; subclasses supply the dialect and the transactions."""
 
@@ -349,7 +369,7 @@ class SQLViews(ViewStore):
         new = tuple.__new__
         with self.read_cursor() as cursor:
             self.plain_rows(cursor)
-            cursor.execute(self.sql("SELECT digest, account, key_id, name, valid_until FROM {valid}"))
+            cursor.execute(self.sql(VALID_SELECT))
             # Row by row, not in batches: rows held in a batch outlive young-generation
             # collections and get promoted, and at a million rows the garbage collector's
             # full passes they bring on doubled the time to open.
@@ -418,11 +438,26 @@ class SQLViews(ViewStore):
 
     def audit_chains(self, after: int, upto: int) -> dict[int, str]:
         with self.read_cursor() as cursor:
-            cursor.execute(
-                self.sql("SELECT position, chain FROM {audit} WHERE position > ? AND position <= ?"),
-                [after, upto],
-            )
-            return {int(r["position"]): str(r["chain"]) for r in cursor.fetchall()}
+            self.plain_rows(cursor)
+            return self.audit_chains_in(cursor, after, upto)
+
+    def audit_chains_in(self, cursor: Any, after: int, upto: int) -> dict[int, str]:
+        """:meth:`audit_chains`, read with the caller's cursor (plain rows)."""
+        cursor.execute(
+            self.sql("SELECT position, chain FROM {audit} WHERE position > ? AND position <= ?"),
+            [after, upto],
+        )
+        return {int(position): str(chain) for position, chain in cursor.fetchall()}
+
+    @abstractmethod
+    def snapshot_transaction(self) -> AbstractContextManager[Any]:
+        """A read-only transaction that sees the database as of one moment until it
+        ends, whatever other connections commit meanwhile; yields a cursor."""
+
+    @contextmanager
+    def consistent_read(self) -> Iterator[ConsistentRead]:
+        with self.snapshot_transaction() as cursor:
+            yield _SnapshotRead(self, cursor)
 
     def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
         records = self._select("SELECT account, key_id FROM {secrets} WHERE digest = ?", [digest])

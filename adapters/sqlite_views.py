@@ -67,6 +67,20 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
             finally:
                 cursor.close()
 
+    @contextmanager
+    def snapshot_transaction(self) -> Iterator[sqlite3.Cursor]:
+        # A deferred BEGIN: in WAL mode the transaction's first read fixes the snapshot
+        # that every later read in it sees; writers carry on (they are not blocked by a
+        # reader) and their commits stay out of view until it ends.
+        with self.datastore.get_connection(commit=False) as connection, _translated():
+            cursor = connection.cursor().sqlite_cursor
+            cursor.execute("BEGIN")
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+                connection.rollback()
+
     def plain_rows(self, cursor: sqlite3.Cursor) -> None:
         cursor.row_factory = None
 

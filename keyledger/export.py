@@ -1,9 +1,11 @@
 """Exporting the audit trail, and verifying an export offline.
 
 An export is JSON Lines (one :class:`AuditEntry` per line, nothing else) or CSV (one
-row per entry, ``details`` as JSON). Exporting returns a :class:`Checkpoint`: the number
-of lines and a rolling head, SHA-256 over the previous head and each line's position and
-chain. Keep the checkpoint apart from the file (the CLI writes it to ``--checkpoint``).
+row per entry, ``details`` as JSON). Exporting returns an :class:`ExportCheckpoint`: the
+number of lines and a rolling head, SHA-256 over the previous head and each line's position
+and chain. Keep the checkpoint apart from the file (the CLI writes it to ``--checkpoint``).
+It is not the ledger's own checkpoint (:class:`keyledger.Checkpoint`, from
+``Ledger.checkpoint()``), which pins each account's stream for ``check_integrity``.
 
 :func:`verify_export` checks, line by line:
 
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keyledger.domain import InvalidInput, Keyring
 from keyledger.domain.chain import GENESIS, link
@@ -51,7 +53,7 @@ Scope = Literal["full", "account", "filtered"]
 CSV_FIELDS = list(AuditEntry.model_fields)
 
 
-class Checkpoint(BaseModel):
+class ExportCheckpoint(BaseModel):
     """What an export proves itself against: its length and rolling head."""
 
     model_config = ConfigDict(frozen=True)
@@ -61,6 +63,13 @@ class Checkpoint(BaseModel):
     scope: Scope
     """``full`` (every event), ``account`` (every event of one account) or ``filtered``."""
     filters: dict[str, Any]
+
+
+Checkpoint = ExportCheckpoint
+"""The name :class:`ExportCheckpoint` had in this module before the ledger's own
+checkpoint (:class:`keyledger.Checkpoint`) took it at the top level; kept here only so
+that ``from keyledger.export import Checkpoint`` goes on working. New code names it
+``ExportCheckpoint``."""
 
 
 class ExportReport(BaseModel):
@@ -107,7 +116,7 @@ def write_export(
     fmt: Format,
     scope: Scope,
     filters: dict[str, Any],
-) -> Checkpoint:
+) -> ExportCheckpoint:
     """Stream ``entries`` to a file path or an open text stream; returns the checkpoint."""
     if isinstance(target, str | Path):
         try:
@@ -117,7 +126,7 @@ def write_export(
             raise InvalidInput("path", f"cannot write the export: {error.strerror}") from None
     else:
         head, length = write_entries(entries, target, fmt)
-    return Checkpoint(format=fmt, length=length, head=head, scope=scope, filters=filters)
+    return ExportCheckpoint(format=fmt, length=length, head=head, scope=scope, filters=filters)
 
 
 FIELDS = frozenset(AuditEntry.model_fields)
@@ -177,10 +186,22 @@ def _content_problem(
     return None
 
 
-def verify_export(path: str | Path, checkpoint: Checkpoint | dict[str, Any]) -> ExportReport:
+def verify_export(path: str | Path, checkpoint: ExportCheckpoint | dict[str, Any]) -> ExportReport:
     """Verify an exported audit trail against its checkpoint, offline; never raises on a
-    tampered file (see the module docstring for what is proved)."""
-    point = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.model_validate(checkpoint)
+    tampered file (see the module docstring for what is proved). A checkpoint that is
+    not an export's (the ledger's own :class:`keyledger.Checkpoint`, say) raises
+    :class:`InvalidInput`."""
+    if isinstance(checkpoint, ExportCheckpoint):
+        point = checkpoint
+    elif isinstance(checkpoint, dict):
+        try:
+            point = ExportCheckpoint.model_validate(checkpoint)
+        except ValidationError:
+            raise InvalidInput("checkpoint", "is not the checkpoint of an audit export") from None
+    else:
+        raise InvalidInput(
+            "checkpoint", "must be the ExportCheckpoint an export returned (or its JSON as a dict)"
+        )
     head, line = GENESIS, 0
     last_position = 0
     accounts: dict[str, tuple[int, str]] = {}

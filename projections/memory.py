@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import copy
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from threading import RLock
 
@@ -15,7 +16,7 @@ from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AuditEntry, AuditQuery, entry_from
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.facts import Fact
-from keyledger.projections.ports import VIEWS_NAME, Project, ViewStore, ViewWriter
+from keyledger.projections.ports import VIEWS_NAME, ConsistentRead, Project, ViewStore, ViewWriter
 from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 
 
@@ -43,6 +44,30 @@ class _MemoryWriter(ViewWriter):
         entry = entry_from(fact, key_name, self.views.heads.get(fact.account, GENESIS))
         self.views.entries.append(entry)
         self.views.heads[entry.account] = entry.chain
+
+
+class _MemoryRead(ConsistentRead):
+    """Copies of the views taken under their lock: the valid keys and the audit trail's
+    entries (the entries are immutable, so a shallow copy of the list is enough)."""
+
+    def __init__(
+        self, position: int, valid: list[tuple[bytes, Principal]], entries: list[AuditEntry]
+    ) -> None:
+        self.position = position
+        self._valid = valid
+        self._entries = entries
+
+    def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
+        return iter(self._valid)
+
+    def audit_chains(self, after: int, upto: int) -> dict[int, str]:
+        return _chains(self._entries, after, upto)
+
+
+def _chains(entries: list[AuditEntry], after: int, upto: int) -> dict[int, str]:
+    start = bisect.bisect_right(entries, after, key=lambda e: e.position)
+    stop = bisect.bisect_right(entries, upto, key=lambda e: e.position)
+    return {e.position: e.chain for e in entries[start:stop]}
 
 
 class MemoryViews(POPOTrackingRecorder, ViewStore):
@@ -78,6 +103,12 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
         with self.lock:
             return iter(self.index.entries())
 
+    @contextmanager
+    def consistent_read(self) -> Iterator[ConsistentRead]:
+        with self.lock:
+            read = _MemoryRead(self.position(), list(self.index.as_dict().items()), list(self.entries))
+        yield read
+
     def keys(self, account: str, now: datetime) -> list[KeyView]:
         with self.lock:
             used = self.last_used
@@ -110,10 +141,7 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
 
     def audit_chains(self, after: int, upto: int) -> dict[int, str]:
         with self.lock:
-            entries = self.entries
-            start = bisect.bisect_right(entries, after, key=lambda e: e.position)
-            stop = bisect.bisect_right(entries, upto, key=lambda e: e.position)
-            return {e.position: e.chain for e in entries[start:stop]}
+            return _chains(self.entries, after, upto)
 
     def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
         return self.secrets.get(digest)

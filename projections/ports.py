@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +58,22 @@ class ViewWriter(ABC):
 Project = Callable[[Fact, ViewWriter], None]
 
 
+class ConsistentRead(ABC):
+    """The views as one read transaction sees them: every answer is as of the same
+    moment, whatever other writers commit meanwhile (see :meth:`ViewStore.consistent_read`)."""
+
+    position: int
+    """The last position the views had applied at that moment."""
+
+    @abstractmethod
+    def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
+        """Every row of the valid-key table at that moment."""
+
+    @abstractmethod
+    def audit_chains(self, after: int, upto: int) -> dict[int, str]:
+        """The audit trail's chain at each position in ``(after, upto]`` at that moment."""
+
+
 class ViewStore(ABC):
     """Durable views of a ledger and the position they have reached."""
 
@@ -92,6 +109,12 @@ class ViewStore(ABC):
     @abstractmethod
     def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:
         """Every row of the valid-key table."""
+
+    @abstractmethod
+    def consistent_read(self) -> AbstractContextManager[ConsistentRead]:
+        """The views as of one moment, for as long as the context lasts: a read-only
+        transaction on one snapshot (writers carry on, unseen), for comparing the views
+        with the events without another writer's commit falling between two reads."""
 
     @abstractmethod
     def keys(self, account: str, now: datetime) -> list[KeyView]:

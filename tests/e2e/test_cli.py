@@ -696,3 +696,155 @@ class TestReviewCommands:
         assert json.loads(report.stdout)["keys_per_creator"] == {"alice": 1}
         assert json.loads(report.stdout)["working_keys_of_revoked_creators"] == 0
         assert json.loads(rebuilt.stdout) == {"rebuilt_to_position": 1}
+
+
+class TestUsage:
+    @pytest.mark.parametrize(
+        "command",
+        [(), ("keys",), ("keys", "create"), ("keys", "regenerate"), ("verify",), ("sweep",), ("audit",)],
+    )
+    def test_help_shows_flags_without_a_bool_metavar(self, cli: Cli, command: tuple[str, ...]) -> None:
+        """--help lists flags (--json, --grace/--immediate, --help) bare, never as '<bool>'."""
+        result = cli(*command, "--help")
+
+        assert result.exit_code == 0
+        assert "--help" in result.stdout
+        assert "<bool>" not in result.output
+
+    @pytest.mark.parametrize(
+        ("args", "named"),
+        [
+            (("--bogus",), "--bogus"),
+            (("keys", "create", "--actor", "alice", "--name", "x", "--bogus"), "--bogus"),
+            (("nope",), "nope"),
+            (("keys", "create", "--name", "x"), "--actor"),
+            (("audit", "--format", "xml"), "--format"),
+        ],
+    )
+    def test_a_usage_mistake_is_one_error_line_and_exit_2(
+        self, cli: Cli, args: tuple[str, ...], named: str
+    ) -> None:
+        """An unknown option or command, or a missing or bad value, is one 'error:' line and exit 2."""
+        result = cli(*args)
+
+        assert result.exit_code == 2
+        line = one_error_line(result)
+        assert line.startswith("error: ")
+        assert named in line
+        assert result.stdout == ""
+
+    def test_a_usage_mistake_with_json_is_one_json_error_line(self, cli: Cli) -> None:
+        """With --json, a usage mistake is one JSON error object on stderr, exit 2."""
+        result = cli("--json", "keys", "create", "--bogus")
+
+        assert result.exit_code == 2
+        error = json.loads(one_error_line(result))
+        assert error["error"] == "UsageError"
+        assert "--bogus" in error["message"]
+
+
+def database_dump(tmp_path: Path) -> list[str]:
+    """Every statement that recreates the test's SQLite ledger, rows included."""
+    with sqlite3.connect(tmp_path / "keyledger.db") as db:
+        dump = list(db.iterdump())
+    db.close()
+    return dump
+
+
+class TestCheckpoints:
+    def test_checkpoint_prints_json_that_check_against_accepts(self, cli: Cli, tmp_path: Path) -> None:
+        """`checkpoint` prints the ledger's checkpoint as JSON on stdout alone, with a note
+        on stderr; `check --against` a file holding it passes."""
+        create(cli, "Shipping")
+        create(cli, "Billing")
+
+        result = cli("checkpoint")
+        (tmp_path / "cp.json").write_text(result.stdout, encoding="utf-8")
+        checked = cli("check", "--against", str(tmp_path / "cp.json"))
+
+        assert result.exit_code == 0
+        data = json.loads(result.stdout)
+        assert set(data) == {"position", "taken_at", "accounts"}
+        assert data["position"] == 2
+        assert list(data["accounts"]) == ["acme"]
+        assert data["accounts"]["acme"]["version"] == 2
+        assert "keep it outside" in one_error_line(result)
+        assert checked.exit_code == 0, checked.output
+        assert checked.stdout.startswith("ok: 2 events checked")
+
+    def test_json_checkpoint_is_one_line_of_the_same_checkpoint(self, cli: Cli) -> None:
+        """With --json the checkpoint is one JSON line, the same as without but for its time."""
+        create(cli)
+
+        plain = json.loads(cli("checkpoint").stdout)
+        result = cli("--json", "checkpoint")
+
+        assert result.exit_code == 0
+        assert len(result.stdout.splitlines()) == 1
+        one_line = json.loads(result.stdout)
+        assert {**one_line, "taken_at": None} == {**plain, "taken_at": None}
+
+    def test_check_against_a_cut_ledger_fails_naming_the_account(self, cli: Cli, tmp_path: Path) -> None:
+        """The newest event deleted and the views rebuilt passes the plain check, but
+        `check --against` the earlier checkpoint exits 1 naming the account."""
+        create(cli, "Shipping")
+        create(cli, "Billing")
+        (tmp_path / "cp.json").write_text(cli("checkpoint").stdout, encoding="utf-8")
+        with sqlite3.connect(tmp_path / "keyledger.db") as db:
+            db.execute("DELETE FROM stored_events WHERE rowid = (SELECT max(rowid) FROM stored_events)")
+        db.close()
+        assert cli("rebuild").exit_code == 0
+
+        plain = cli("check")
+        result = cli("check", "--against", str(tmp_path / "cp.json"))
+        as_json = cli("--json", "check", "--against", str(tmp_path / "cp.json"))
+
+        assert plain.exit_code == 0, plain.output
+        assert result.exit_code == 1
+        assert result.stdout.startswith("FAILED: account 'acme' holds 1 event(s), fewer than the 2")
+        assert "integrity check failed: account 'acme'" in one_error_line(result)
+        assert as_json.exit_code == 1
+        assert json.loads(as_json.stdout)["ok"] is False
+        assert "'acme'" in json.loads(as_json.stdout)["reason"]
+
+    @pytest.mark.parametrize(
+        "content",
+        ["not json\n", "{}\n", '{"position": -1, "taken_at": "2026-01-05T09:00:00Z", "accounts": {}}\n'],
+        ids=["not JSON", "empty object", "negative position"],
+    )
+    def test_a_malformed_checkpoint_file_exits_2_and_records_nothing(
+        self, cli: Cli, tmp_path: Path, content: str
+    ) -> None:
+        """A file that is not a checkpoint is one error line and exit 2, with nothing
+        checked and nothing written to the ledger."""
+        create(cli)
+        (tmp_path / "cp.json").write_text(content, encoding="utf-8")
+        before = database_dump(tmp_path)
+
+        result = cli("check", "--against", str(tmp_path / "cp.json"))
+
+        assert result.exit_code == 2
+        assert "is not a keyledger checkpoint" in one_error_line(result)
+        assert result.stdout == ""
+        assert database_dump(tmp_path) == before
+
+    def test_an_exports_checkpoint_is_named_for_what_it_is(self, cli: Cli, tmp_path: Path) -> None:
+        """An audit export's checkpoint given to `check --against` is refused as such (exit 2)."""
+        create(cli)
+        export, point = str(tmp_path / "a.jsonl"), str(tmp_path / "x.json")
+        exported = cli("audit", "--format", "jsonl", "-o", export, "--checkpoint", point)
+
+        result = cli("--json", "check", "--against", point)
+
+        assert exported.exit_code == 0, exported.output
+        assert result.exit_code == 2
+        error = json.loads(one_error_line(result))
+        assert error["error"] == "InvalidInput"
+        assert "audit export's checkpoint" in error["message"]
+
+    def test_a_missing_checkpoint_file_exits_2(self, cli: Cli, tmp_path: Path) -> None:
+        """A checkpoint path that cannot be read is one error line and exit 2."""
+        result = cli("check", "--against", str(tmp_path / "missing.json"))
+
+        assert result.exit_code == 2
+        assert "cannot read" in one_error_line(result)

@@ -25,23 +25,26 @@ from keyledger.domain import (
     StoreUnavailable,
     UserAccessUnchanged,
 )
-from keyledger.export import Checkpoint, ExportReport, verify_export
+from keyledger.export import ExportCheckpoint, ExportReport, verify_export
 from keyledger.ledger import Ledger
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.catalogue import GraceSecret, KeyView
 from keyledger.report import ComplianceReport
-from keyledger.results import IntegrityReport, IssuedKey, Principal
+from keyledger.results import AccountHead, Checkpoint, Health, IntegrityReport, IssuedKey, Principal
 
 __all__ = [
     "DEFAULT_ACCOUNT",
     "AccessRevoked",
+    "AccountHead",
     "Actor",
     "AuditEntry",
     "Checkpoint",
     "ComplianceReport",
     "Conflict",
+    "ExportCheckpoint",
     "ExportReport",
     "GraceSecret",
+    "Health",
     "IntegrityReport",
     "IntegrityViolation",
     "InvalidInput",

@@ -9,12 +9,20 @@ catches up on each NOTIFY (and polls every second as a fallback); on SQLite, who
 recorder cannot notify, it reads the events after its position every
 :data:`POLL_INTERVAL` seconds. Whoever applies events to the durable views first wins;
 the others see the position has moved and only update their own index.
+
+A follower never skips an event and never dies: an event it cannot read, or a store it
+cannot reach, stops it at the position before; it tries again with a growing pause and
+logs each distinct cause once at ERROR. :attr:`Follower.confirmed` is when it last
+confirmed that it held every event of the log, which is what the Ledger's ``max_lag``
+measures.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,26 +40,61 @@ REBUILD_PAGE_SIZE = 10_000
 POLL_INTERVAL = 0.02
 """Seconds between checks of the log head by a follower on SQLite."""
 NOTIFY_FALLBACK_INTERVAL = 1.0
+MAX_RETRY_INTERVAL = 1.0
+"""The longest pause between two attempts of a follower that keeps failing."""
 logger = logging.getLogger("keyledger")
+
+
+class EventUnreadable(Exception):
+    """A stored event that cannot be decoded: following stops before it."""
+
+    def __init__(self, position: int, error: BaseException, before: list[Fact]) -> None:
+        super().__init__(f"the event at position {position} cannot be read: {type(error).__name__}")
+        self.position = position
+        self.before = before
+        """The events of the same page that precede it, read successfully."""
 
 
 class Follower:
     """Keeps the durable views and this process's verification index at the log head."""
 
-    def __init__(self, recorder: ApplicationRecorder, mapper: PydanticMapper, store: ViewStore) -> None:
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        mapper: PydanticMapper,
+        store: ViewStore,
+        start: tuple[ValidKeyIndex, int] | None = None,
+    ) -> None:
+        """Load the index from the durable views, or take ``start`` (an index and the
+        position it holds, as a forked process inherits them), and catch up."""
         self.recorder = recorder
         self.mapper = mapper
         self.store = store
         self.lock = threading.RLock()
-        self.position = store.position()
-        self.index = ValidKeyIndex(store.valid_entries())
+        if start is None:
+            self.position = store.position()
+            self.index = ValidKeyIndex(store.valid_entries())
+        else:
+            self.index, self.position = start
         self._changed = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._within = threading.local()
         self._views_behind = False
         self._read_rows = row_reader(recorder)
-        self.catch_up()
+        self.confirmed = float("-inf")
+        """When (``time.monotonic()``) this follower last confirmed that it held every
+        event of the log; minus infinity while it is known not to."""
+        self.problem: str | None = None
+        """Why the last attempt to catch up failed (``None`` once one succeeds)."""
+        self._not_before = float("-inf")
+        self.failed_at = float("-inf")
+        self.seen_head = self.position
+        """The newest position seen in the store: the head at the last confirmation, or
+        the event this follower is stuck before."""
+        """When (``time.monotonic()``) the last attempt to catch up failed."""
+        self._logged: str | None = None
+        self.try_catch_up()  # an unreadable event leaves it stuck (and saying why), not unopened
 
     def _facts(self, notifications: Sequence[Notification], after: int) -> list[Fact]:
         facts = []
@@ -64,7 +107,10 @@ class Follower:
         facts = []
         fact = self.mapper.fact
         for position, _, version, topic, state in self._read_rows(after, limit):
-            facts.append(fact(state, topic, version, position, after))
+            try:
+                facts.append(fact(state, topic, version, position, after))
+            except Exception as error:
+                raise EventUnreadable(position, error, facts) from error
             after = position
         return facts
 
@@ -88,10 +134,20 @@ class Follower:
             self._settle_store(self.position)
             self._views_behind = False
         while True:
-            facts = self._read(self.position)
+            started = time.monotonic()
+            try:
+                facts = self._read(self.position)
+            except EventUnreadable as error:
+                self.seen_head = max(self.seen_head, error.position)
+                if error.before:
+                    self._advance(error.before)
+                raise
             if facts:
                 self._advance(facts)
             if len(facts) < PAGE_SIZE:
+                self.seen_head = max(self.seen_head, self.position)
+                if started > self._not_before:
+                    self.confirmed = started
                 return
 
     def within(
@@ -144,6 +200,13 @@ class Follower:
             self._read_to_head()
         return True
 
+    def missed(self) -> None:
+        """This process's index is known to lack events committed by now (a command's,
+        whose application failed): it is not current until a read that starts after
+        this moment reaches the head."""
+        self._not_before = time.monotonic()
+        self.confirmed = float("-inf")
+
     def forget(self) -> None:
         """Drop what :meth:`within` kept in this thread (its transaction rolled back)."""
         self._within.facts = None
@@ -193,27 +256,56 @@ class Follower:
 
     # Following other processes.
 
-    def follow(self, subscribe: bool) -> None:
-        """Start following other processes' events in a daemon thread."""
+    @property
+    def following(self) -> bool:
+        """Whether threads of this follower apply other processes' events."""
+        return bool(self._threads) and not self._stopping.is_set()
+
+    def follow(self, subscribe: bool, confirm_every: float = NOTIFY_FALLBACK_INTERVAL) -> None:
+        """Start following other processes' events in daemon threads; the log head is
+        read at least every ``confirm_every`` seconds, even where NOTIFY says when."""
         if subscribe:
             listener = threading.Thread(target=self._listen, name="keyledger-listen", daemon=True)
             self._threads.append(listener)
             listener.start()
-        interval = NOTIFY_FALLBACK_INTERVAL if subscribe else POLL_INTERVAL
+        interval = min(NOTIFY_FALLBACK_INTERVAL, confirm_every) if subscribe else POLL_INTERVAL
         poller = threading.Thread(target=self._poll, args=(interval,), name="keyledger-follow", daemon=True)
         self._threads.append(poller)
         poller.start()
 
+    def try_catch_up(self) -> bool:
+        """:meth:`catch_up`, or record why it failed in :attr:`problem` (logged at ERROR
+        once per distinct cause) and return ``False``; the position stays before the
+        first event not applied, so the next attempt starts there."""
+        try:
+            self.catch_up()
+        except Exception as error:
+            # The class of a store's error only: its text may quote statements or values.
+            cause = (
+                str(error)
+                if isinstance(error, EventUnreadable)
+                else f"reading after position {self.position} failed: {type(error).__name__}"
+            )
+            self.problem = cause
+            self.failed_at = time.monotonic()
+            if cause != self._logged:
+                self._logged = cause
+                logger.error("following the ledger is stuck: %s", cause)
+            return False
+        if self.problem is not None:
+            logger.warning("following the ledger again, at position %d", self.position)
+            self.problem = self._logged = None
+        return True
+
     def _poll(self, interval: float) -> None:
+        pause = interval
         while not self._stopping.is_set():
-            self._changed.wait(interval)
+            self._changed.wait(pause)
             self._changed.clear()
-            if self._stopping.is_set():
+            if self._stopping.is_set() or sys.is_finalizing():
                 return
-            try:
-                self.catch_up()  # one read when nothing is new
-            except PersistenceError as error:
-                logger.warning("following the ledger failed: %s", type(error).__name__)
+            # One read when nothing is new; after a failure, wait longer each time.
+            pause = interval if self.try_catch_up() else min(MAX_RETRY_INTERVAL, max(2 * pause, 0.05))
 
     def _listen(self) -> None:
         listen = getattr(self.recorder, "listen", None)
@@ -229,10 +321,9 @@ class Follower:
                 self._stopping.wait(NOTIFY_FALLBACK_INTERVAL)
 
     def _notified(self) -> None:
-        try:
-            self.catch_up()
-        except PersistenceError as error:
-            logger.warning("following the ledger failed: %s", type(error).__name__)
+        # While stuck, the poller retries with its pauses; a NOTIFY per commit would not.
+        if self.problem is None:
+            self.try_catch_up()
 
     def stop(self) -> None:
         """Stop following (idempotent)."""

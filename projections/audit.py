@@ -81,6 +81,13 @@ class AuditQuery(BaseModel):
         after: int | None = None,
     ) -> AuditQuery:
         """Check the filters and return them as a query."""
+        for field, text in (("account", account), ("key_id", key_id), ("actor", actor)):
+            if text is not None and not isinstance(text, str):
+                raise InvalidInput(field, "must be a string or None")
+        if action is not None and (
+            not isinstance(action, str | Sequence) or not all(isinstance(a, str) for a in action)
+        ):
+            raise InvalidInput("action", "must be an action name or a sequence of them")
         actions = (action,) if isinstance(action, str) else (tuple(action) if action is not None else None)
         for name in actions or ():
             if name not in ACTIONS:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import unittest
 import uuid
 from collections.abc import Sequence
@@ -74,7 +75,17 @@ class _Store(_Base):
     def application(self) -> KeyringApplication:
         app = KeyringApplication(env=parse_url(self.new_url()).env)
         self.addCleanup(app.close)
+        # Runs before the close (cleanups run last in, first out): the library's
+        # concurrency case tells its reader threads to stop but does not wait for them,
+        # and closing a SQLite connection one of them is using crashes the interpreter.
+        self.addCleanup(_join_library_readers)
         return app
+
+
+def _join_library_readers() -> None:
+    for thread in threading.enumerate():
+        if thread.name.endswith("(read_continuously)"):
+            thread.join(timeout=10)
 
 
 class _SQLite(_Store):

@@ -18,10 +18,12 @@ import os
 import sqlite3
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -331,13 +333,14 @@ class TestPostgreSQLUnreachable:
     """While its database cannot be reached, a ledger fails commands cleanly and strict
     verification refuses; once it can, the same ledger works again."""
 
-    def test_commands_fail_strict_verification_refuses_and_work_resumes(
+    def test_commands_fail_verification_fails_closed_and_work_resumes(
         self, own_database: tuple[str, Callable[[bool], None]], tally: Tally
     ) -> None:
-        """A create raises StoreUnavailable and records nothing, a strict verify answers None
-        (a plain one still answers from memory); afterwards the same ledger creates again."""
+        """A create raises StoreUnavailable and records nothing, a strict verify answers None,
+        and once the store has been unreachable for longer than max_lag a plain one does too
+        (health says why); afterwards the same ledger verifies and creates again."""
         url, reachable = own_database
-        with Ledger.open(url) as ledger:
+        with Ledger.open(url, max_lag=timedelta(seconds=1)) as ledger:
             secret = ledger.create_key(ALICE, name="before").secret.get_secret_value()
             reachable(False)
             try:
@@ -347,16 +350,31 @@ class TestPostgreSQLUnreachable:
                     )
                     strict = pool.submit(ledger.verify, secret, strict=True)
                     (issued, error), refused = creating.result(), strict.result()
+                deadline = time.monotonic() + 10
+                while ledger.verify(secret) is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 from_memory = ledger.verify(secret)
+                health = ledger.health()
             finally:
                 reachable(True)
             resumed = resume(ledger, "after")
+            deadline = time.monotonic() + 10
+            while ledger.verify(secret) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            again = ledger.verify(secret)
 
         intact, names = recovered(url, [secret, *resumed], ["before", "while unreachable", "after"])
-        held = isinstance(error, StoreUnavailable) and issued is None and refused is None and intact
+        held = (
+            isinstance(error, StoreUnavailable)
+            and issued is None
+            and refused is None
+            and from_memory is None
+            and again is not None
+            and intact
+        )
         tally(
             POINT,
-            "PostgreSQL unreachable: clean failure, strict refuses, resumes",
+            "PostgreSQL unreachable: clean failure, verification fails closed, resumes",
             "postgresql",
             1,
             int(held),
@@ -364,7 +382,11 @@ class TestPostgreSQLUnreachable:
         assert isinstance(error, StoreUnavailable), repr(error)
         assert issued is None
         assert refused is None, "strict verification answered without reaching the store"
-        assert from_memory is not None
+        assert from_memory is None, "verification answered from an index it could not show current"
+        assert not health.ok
+        assert health.reason is not None
+        assert "failed" in health.reason
+        assert again is not None
         assert intact
         assert names == ["before", "after"]
 

@@ -364,8 +364,8 @@ class TestLosingTheRace:
         loser's): it stands for any writer the version check alone must stop."""
 
         def _interfere(loser: Ledger, winner: Ledger, times: int) -> list[str]:
-            monkeypatch.setattr(winner, "_turns", AccountTurns())
-            load = loser._load
+            monkeypatch.setattr(winner._connection, "turns", AccountTurns())
+            load = loser._commands.load
             created: list[str] = []
 
             def interfering_load(account: str, now: datetime) -> Keyring:
@@ -374,7 +374,7 @@ class TestLosingTheRace:
                     created.append(winner.create_key(bob, name=f"Winner {len(created)}").key_id)
                 return keyring
 
-            monkeypatch.setattr(loser, "_load", interfering_load)
+            monkeypatch.setattr(loser._commands, "load", interfering_load)
             return created
 
         return _interfere

@@ -58,7 +58,7 @@ def fill(ledger: Ledger, actor: Actor, count: int = KEYS) -> list[str]:
 
 def head(ledger: Ledger) -> int:
     """The newest position in the ledger's store."""
-    return ledger._app.recorder.max_notification_id() or 0
+    return ledger._connection.app.recorder.max_notification_id() or 0
 
 
 class TestCommitsBetweenPages:
@@ -108,14 +108,14 @@ class TestTheViewsConsistentRead:
         keys = fill(reader, alice)
         began = head(reader)
 
-        with reader._store.consistent_read() as read:
+        with reader._connection.views.consistent_read() as read:
             first = sorted(read.valid_entries())
             writer.create_key(alice, name="later")
             writer.revoke_key(alice, keys[1])
             position = read.position
             entries = sorted(read.valid_entries())
             chains = read.audit_chains(0, began + 10)
-        with reader._store.consistent_read() as later:
+        with reader._connection.views.consistent_read() as later:
             now = sorted(later.valid_entries())
             later_position = later.position
 
@@ -146,7 +146,7 @@ class TestViewsBehindTheEvents:
             pending = other.submit(writer.create_key, alice, name="while the views are locked")
             wait_until(lambda: head(checker) > began)
             report = checker.check_integrity()
-            views_at = checker._store.position()
+            views_at = checker._connection.views.position()
         pending.result(timeout=30)
 
         assert views_at == began
@@ -158,7 +158,7 @@ class TestViewsBehindTheEvents:
 @contextmanager
 def views_lock_held(ledger: Ledger, url: str) -> Iterator[None]:
     """Hold the PostgreSQL views' advisory lock from a connection of the test's own."""
-    key = ledger._store._lock_key  # type: ignore[attr-defined]
+    key = ledger._connection.views._lock_key  # type: ignore[attr-defined]
     parts = urlsplit(url)
     server = urlunsplit(
         parts._replace(query=urlencode([q for q in parse_qsl(parts.query) if q[0] != "schema"]))

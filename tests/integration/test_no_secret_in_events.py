@@ -114,7 +114,7 @@ def run_every_command(ledger: Ledger, clock: ManualClock, alice: Actor, bob: Act
     seen.audit_json = [entry.model_dump_json() for entry in ledger.audit(limit=10_000)]
     seen.position = ledger.position
 
-    keyring: Keyring = ledger._app.repository.get(Keyring.id_for("acme"))
+    keyring: Keyring = ledger._connection.app.repository.get(Keyring.id_for("acme"))
     seen.keyring = keyring
     seen.keyring_texts = [repr(keyring), repr(vars(keyring)), KeyringSnapshot.take(keyring).model_dump_json()]
     return seen
@@ -122,7 +122,7 @@ def run_every_command(ledger: Ledger, clock: ManualClock, alice: Actor, bob: Act
 
 def stored_in_memory(ledger: Ledger, seen: Exposure) -> None:
     """The states of the events and snapshots a ``memory://`` ledger stored."""
-    app = ledger._app
+    app = ledger._connection.app
     seen.event_states = [n.state for n in app.recorder.select_notifications(start=1, limit=10_000)]
     assert app.snapshots is not None
     seen.snapshot_states = [s.state for s in app.snapshots.recorder.select_events(Keyring.id_for("acme"))]

@@ -122,7 +122,7 @@ def test_views_more_than_a_page_behind_are_caught_up_after_the_commit(
     for n in range(4):
         ledger.create_key(alice, name=f"key {n}")
     empty_views(path)
-    monkeypatch.setattr("keyledger.views.PAGE_SIZE", 2)
+    monkeypatch.setattr("keyledger.follower.PAGE_SIZE", 2)
     ledger.create_key(alice, name="last")
     assert views_position(path) == count(path, "keyledger_audit") == 5
     assert len(ledger.keys("acme")) == 5
@@ -215,7 +215,7 @@ def test_an_event_the_views_cannot_take_fails_the_command_cleanly(
     def broken(*_: object) -> None:
         raise ValueError("a projection bug")
 
-    monkeypatch.setattr("keyledger.views.project", broken)
+    monkeypatch.setattr("keyledger.follower.project", broken)
     with pytest.raises(StoreUnavailable) as raised:
         ledger.create_key(alice, name="lost")
     assert "a projection bug" not in str(raised.value)
@@ -228,9 +228,9 @@ def test_a_command_whose_events_committed_returns_its_secret_when_the_views_fail
     """A failure after the commit never loses the new secret: the command returns it, it
     works once the views have caught up, and nothing answers from the stale index meanwhile."""
     with Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as ledger:
-        recorder: Any = ledger._app.recorder
+        recorder: Any = ledger._connection.app.recorder
         monkeypatch.setattr(recorder, "within", None)  # the views are written after the commit
-        store: Any = ledger._store
+        store: Any = ledger._connection.views
 
         def failing_write(*_: object, **__: object) -> bool:
             raise OperationalError("disk I/O error")
@@ -262,8 +262,8 @@ def test_a_revocation_whose_views_fail_after_the_commit_is_never_answered_from_t
     with Ledger.open(f"sqlite:///{path}", clock=clock) as ledger:
         revoked = ledger.create_key(alice, name="revoked")
         kept = ledger.create_key(alice, name="kept").secret.get_secret_value()
-        recorder: Any = ledger._app.recorder
-        follower: Any = ledger._follower
+        recorder: Any = ledger._connection.app.recorder
+        follower: Any = ledger._connection.follower
         monkeypatch.setattr(recorder, "within", None)
         monkeypatch.setattr(follower, "catch_up", lambda *_: (_ for _ in ()).throw(OSError("stuck")))
 

@@ -98,7 +98,7 @@ class Answers:
 
 def answers(ledger: Ledger, secrets: list[str]) -> Answers:
     verified = [ledger.verify(secret) for secret in secrets]
-    ledger._usage.flush()
+    ledger._connection.usage.flush()
     return Answers(
         keys={account: ledger.keys(account) for account in ACCOUNTS},
         audit=ledger.audit(limit=10_000),
@@ -297,7 +297,7 @@ class TestRebuild:
         self, history: list[str], reopen: Callable[[], Ledger], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """progress(done, total) is called with increasing done, ending at done == total."""
-        monkeypatch.setattr("keyledger.views.REBUILD_PAGE_SIZE", 4)
+        monkeypatch.setattr("keyledger.follower.REBUILD_PAGE_SIZE", 4)
         ledger = reopen()
         calls: list[tuple[int, int]] = []
 
@@ -330,7 +330,7 @@ class TestRebuild:
         ledger = reopen()
         used_at = clock.advance(minutes=3)
         assert ledger.verify(history[3]) is not None
-        ledger._usage.flush()
+        ledger._connection.usage.flush()
 
         ledger.rebuild_projections()
 

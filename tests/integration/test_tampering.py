@@ -207,7 +207,7 @@ class TestADeletedEvent:
         target, following = delete_chosen(tables, choose)
 
         with Ledger.open(durable_url, clock=clock, follow=False) as ledger:
-            report = check_integrity(ledger._app.recorder, ledger._mapper)
+            report = check_integrity(ledger._connection.app.recorder, ledger._connection.mapper)
 
         assert not report.ok
         assert report.first_bad_position == following.position

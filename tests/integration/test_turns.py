@@ -121,7 +121,7 @@ class TestPostgresTurns:
         ledger = Ledger.open(postgres_url)
         for n in range(3):
             ledger.create_key(alice, name=f"key {n}")
-        turns = ledger._turns
+        turns = ledger._connection.turns
         assert isinstance(turns, PostgresTurns)
         idle = list(turns._idle)
         ledger.close()
@@ -202,7 +202,7 @@ class TestTurnFaults:
         the next command takes a new one instead of failing."""
         ledger = open_ledger(postgres_url)
         ledger.create_key(alice, name="first")
-        turns = ledger._turns
+        turns = ledger._connection.turns
         assert isinstance(turns, PostgresTurns)
         [kept] = turns._idle
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:

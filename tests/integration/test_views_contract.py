@@ -197,7 +197,7 @@ class TestAuditChains:
     ) -> None:
         """``audit_chains(after, upto)`` holds exactly the entries in ``(after, upto]``."""
         ledger, _ = scripted
-        store: Any = ledger._store  # the port itself: the Ledger does not expose it
+        store: Any = ledger._connection.views  # the port itself: the Ledger does not expose it
 
         chains = store.audit_chains(after, upto)
 

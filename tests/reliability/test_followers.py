@@ -138,7 +138,7 @@ class TestRestartingFollowers:
         Ledger.open(sqlite_url).close()
         logs = []
         with Ledger.open(sqlite_url, follow=False) as ledger:
-            ledger._follow = lambda recordings: None  # type: ignore[method-assign]
+            ledger._commands._follow = lambda recordings: None  # type: ignore[method-assign]
             writer = Writer(ledger, seed=3)
             writer.start()
             try:
@@ -230,7 +230,7 @@ class TestATransactionHeldOpenOnPostgreSQL:
 def hold_an_append(holder: Ledger, writer: Writer) -> int:
     """Hold one create open inside its append (table locked, not committed) for a second
     while the writer goes on; returns how many events committed meanwhile."""
-    recorder: Any = holder._app.recorder
+    recorder: Any = holder._connection.app.recorder
     within = recorder.within  # called inside the append, after the insert, before the commit
     inside, release = threading.Event(), threading.Event()
 
@@ -245,9 +245,9 @@ def hold_an_append(holder: Ledger, writer: Writer) -> int:
     thread.start()
     try:
         assert inside.wait(10), "the held append never started"
-        before = writer.ledger._app.recorder.max_notification_id()
+        before = writer.ledger._connection.app.recorder.max_notification_id()
         time.sleep(1.0)
-        during = (writer.ledger._app.recorder.max_notification_id() or 0) - (before or 0)
+        during = (writer.ledger._connection.app.recorder.max_notification_id() or 0) - (before or 0)
     finally:
         release.set()
         thread.join(10)
@@ -271,7 +271,7 @@ def roll_back_an_id(url: str) -> None:
 def hold_the_views_lock(holder: Ledger, writer: Writer) -> int:
     """Hold the views' write lock for a second while the writer appends; returns how
     many events committed meanwhile (each command's append does not wait for the views)."""
-    store: Any = holder._store
+    store: Any = holder._connection.views
     inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -283,9 +283,9 @@ def hold_the_views_lock(holder: Ledger, writer: Writer) -> int:
     thread.start()
     try:
         assert inside.wait(10), "the views' lock was never taken"
-        before = holder._app.recorder.max_notification_id() or 0
+        before = holder._connection.app.recorder.max_notification_id() or 0
         time.sleep(1.0)
-        during = (holder._app.recorder.max_notification_id() or 0) - before
+        during = (holder._connection.app.recorder.max_notification_id() or 0) - before
     finally:
         release.set()
         thread.join(10)

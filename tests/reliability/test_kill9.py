@@ -244,7 +244,7 @@ class TestKillingAWriterOnSQLite:
     def test_the_file_runs_in_wal_mode_with_full_synchronous_commits(self, sqlite_url: str) -> None:
         """The ledger's own connection reports journal_mode WAL and synchronous FULL (2)."""
         with Ledger.open(sqlite_url) as ledger:
-            datastore = ledger._app.recorder.datastore  # type: ignore[attr-defined]
+            datastore = ledger._connection.app.recorder.datastore  # type: ignore[attr-defined]
 
             with datastore.transaction(commit=False) as cursor:
                 cursor.execute("PRAGMA journal_mode")
@@ -325,7 +325,7 @@ class TestAWriterDeadBetweenItsAppendAndItsViews:
             ]
         with Ledger.open(durable_url, follow=False) as reader:
             with Ledger.open(durable_url, follow=False) as dying:
-                dying._follow = lambda recordings: None  # type: ignore[method-assign]
+                dying._commands._follow = lambda recordings: None  # type: ignore[method-assign]
                 dying.revoke_user_access(admin, "alice")
             yield reader, secrets
 

@@ -248,7 +248,7 @@ class TestPostgreSQLConnectionsKilledMidCommand:
     def kill_inside_appends(self, ledger: Ledger, url: str, times: int) -> list[int]:
         """Terminate the connection inside each of the next ``times`` appends; returns the
         backends killed."""
-        recorder: Any = ledger._app.recorder
+        recorder: Any = ledger._connection.app.recorder
         insert = recorder._append  # the append inside a command's transaction
         killed: list[int] = []
 
@@ -288,7 +288,7 @@ class TestPostgreSQLConnectionsKilledMidCommand:
         with Ledger.open(pg_url) as ledger:
             killed = self.kill_inside_appends(ledger, pg_url, 1000)
             issued, error = attempt(lambda: ledger.create_key(ALICE, name="always killed"))
-            del ledger._app.recorder._append  # type: ignore[attr-defined]
+            del ledger._connection.app.recorder._append  # type: ignore[attr-defined]
             after = ledger.create_key(ALICE, name="after").secret.get_secret_value()
 
         intact, names = recovered(pg_url, [after], ["always killed", "after"])
@@ -414,7 +414,7 @@ class TestPostgreSQLStoppedMidCommand:
         outcomes: list[tuple[str, Any, BaseException | None]] = []
         with Ledger.open(pg_url) as ledger:
             secret = ledger.create_key(ALICE, name="before").secret.get_secret_value()
-            app: Any = ledger._app
+            app: Any = ledger._connection.app
             save = app.save
 
             def crashing_save(*args: Any, **kwargs: Any) -> Any:

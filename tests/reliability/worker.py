@@ -44,7 +44,7 @@ from keyledger import (
     StoreUnavailable,
     UserAccessUnchanged,
 )
-from keyledger.views import Follower
+from keyledger.follower import Follower
 
 Record = dict[str, Any]
 REFUSALS = (AccessRevoked, KeyAlreadyRevoked, KeyNotFound, PermissionDenied, UserAccessUnchanged)

@@ -28,7 +28,7 @@ def secret(issued: IssuedKey) -> str:
 
 
 def last_used(ledger: Ledger, key_id: str) -> datetime | None:
-    ledger._usage.flush()
+    ledger._connection.usage.flush()
     view = ledger.key("acme", key_id)
     assert view is not None
     return view.last_used_at
@@ -95,7 +95,7 @@ class TestUnusedKeys:
         idle = ledger.create_key(alice, name="Idle")
         clock.advance(days=25)
         assert ledger.verify(secret(used)) is not None
-        ledger._usage.flush()
+        ledger._connection.usage.flush()
 
         report = ledger.report("acme", now=created_at + 31 * DAY)
 
@@ -108,7 +108,7 @@ class TestUnusedKeys:
         issued = ledger.create_key(alice, name="Once")
         used_at = clock.advance(days=1)
         assert ledger.verify(secret(issued)) is not None
-        ledger._usage.flush()
+        ledger._connection.usage.flush()
 
         report = ledger.report("acme", now=used_at + 40 * DAY)
 

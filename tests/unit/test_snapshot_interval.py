@@ -20,7 +20,7 @@ def test_the_interval_grows_by_the_base_per_thousand_keys(keys: int, interval: i
 
 
 def snapshot_versions(ledger: Ledger, account: str) -> list[int]:
-    snapshots = ledger._app.snapshots
+    snapshots = ledger._connection.app.snapshots
     assert snapshots is not None
     stored = snapshots.recorder.select_events(Keyring.id_for(account))
     return [event.originator_version for event in stored]
@@ -38,7 +38,7 @@ def test_an_account_of_two_thousand_keys_is_snapshotted_every_two_hundred_events
             ledger.regenerate_key(alice, first.key_id, grace=False)
 
         assert snapshot_versions(ledger, "acme")[-3:] == [2000, 2200, 2400]
-        snapshots = ledger._app.snapshots
+        snapshots = ledger._connection.app.snapshots
         assert snapshots is not None
         [latest] = list(snapshots.get(Keyring.id_for("acme"), desc=True, limit=1))
         assert isinstance(latest, KeyringSnapshot)
@@ -57,7 +57,7 @@ def test_reloading_a_large_keyring_replays_only_the_events_after_its_snapshot(
             ledger.create_key(alice, name=f"key {n}")
         for _ in range(150):
             ledger.regenerate_key(alice, first.key_id, grace=False)
-        app = ledger._app
+        app = ledger._connection.app
         assert app.repository.cache is not None
         app.repository.cache.get(Keyring.id_for("acme"), evict=True)  # forget the cached Keyring
         recorder = app.events.recorder

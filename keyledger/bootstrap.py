@@ -1,0 +1,79 @@
+"""Opening a ledger: a store URL and the environment turned into what a Ledger runs on.
+
+The composition root (cosmicpython's bootstrap), with :mod:`keyledger.application`,
+which wires eventsourcing to keyledger's mapper, transcoder and views: the settings a
+URL names become an eventsourcing application and the account turns of that store; the
+key prefix and grace period come from the caller, else the environment, else defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from eventsourcing.persistence import PersistenceError
+
+from keyledger.adapters.stores import StoreSettings
+from keyledger.adapters.turns import AccountTurns, turns_for
+from keyledger.application import KeyringApplication, creating_tables
+from keyledger.domain import InvalidInput, StoreUnavailable
+from keyledger.domain import keys as keyformat
+
+Clock = Callable[[], datetime]
+Connect = Callable[[], tuple[KeyringApplication, AccountTurns]]
+"""Opens the store again: the application and the account turns (a forked child's)."""
+
+DEFAULT_GRACE_PERIOD = timedelta(hours=12)
+MIN_GRACE_PERIOD = timedelta(minutes=1)
+MAX_GRACE_PERIOD = timedelta(days=7)
+PREFIX_VARIABLE = "KEYLEDGER_KEY_PREFIX"
+GRACE_VARIABLE = "KEYLEDGER_GRACE_SECONDS"
+
+
+def system_clock() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def key_prefix(given: str | None) -> str:
+    """The prefix of the keys a ledger issues: ``given``, else ``KEYLEDGER_KEY_PREFIX``,
+    else ``kl``."""
+    chosen = given if given is not None else os.environ.get(PREFIX_VARIABLE) or keyformat.DEFAULT_PREFIX
+    return keyformat.check_prefix(chosen)
+
+
+def grace_period(given: timedelta | None) -> timedelta:
+    """How long a secret retired with grace keeps working: ``given``, else
+    ``KEYLEDGER_GRACE_SECONDS``, else 12 hours (checked against the limits)."""
+    if given is None:
+        text = os.environ.get(GRACE_VARIABLE)
+        if not text:
+            return DEFAULT_GRACE_PERIOD
+        try:
+            given = timedelta(seconds=float(text))
+        except (ValueError, OverflowError):
+            raise InvalidInput(GRACE_VARIABLE, "must be a number of seconds") from None
+    if not isinstance(given, timedelta) or not MIN_GRACE_PERIOD <= given <= MAX_GRACE_PERIOD:
+        raise InvalidInput("grace_period", "must be a timedelta from 1 minute to 7 days")
+    return given
+
+
+def connect(settings: StoreSettings) -> tuple[KeyringApplication, AccountTurns]:
+    """The eventsourcing application and the account turns of the store ``settings``
+    name, with their tables created if missing."""
+    try:
+        app = creating_tables(lambda: KeyringApplication(env=settings.env))
+    except PersistenceError as error:
+        raise StoreUnavailable(f"cannot open {settings.describe()}: {type(error).__name__}") from None
+    except sqlite3.Error as error:
+        raise StoreUnavailable(f"cannot open {settings.describe()}: {type(error).__name__}") from None
+    except OSError as error:
+        raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
+    try:
+        turns = turns_for(settings)
+    except OSError as error:
+        app.close()
+        raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
+    return app, turns

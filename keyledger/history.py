@@ -16,7 +16,7 @@ from eventsourcing.persistence import ApplicationRecorder
 from keyledger.adapters.transcoding import PydanticMapper
 from keyledger.domain import Keyring
 from keyledger.projections.catalogue import KeyView
-from keyledger.projections.memory import MemoryViews
+from keyledger.adapters.memory_views import MemoryViews
 from keyledger.projections.project import project
 
 

@@ -210,3 +210,118 @@ class TestErrorTree:
         assert errors.__doc__ is not None
 
         assert error.__name__ in errors.__doc__
+
+
+DRIVING = ("asgi", "wsgi", "fastapi", "cli", "cli_common", "cli_review", "render", "demo")
+"""Adapters that drive the ledger: entrypoints for people and web services."""
+DRIVEN = ("stores", "turns", "transcoding", "sql_views", "sqlite_views", "postgres_views", "memory_views")
+"""Adapters the ledger drives: stores, views and the event encoding."""
+LAYERS: dict[str, tuple[str, ...]] = {
+    "domain": ("keyledger.domain",),
+    "projections": ("keyledger.domain", "keyledger.projections"),
+    "driven": ("keyledger.domain", "keyledger.projections", *(f"keyledger.adapters.{m}" for m in DRIVEN)),
+    "keyledger": (
+        "keyledger.domain",
+        "keyledger.projections",
+        *(f"keyledger.adapters.{m}" for m in DRIVEN),
+        *(f"keyledger.{path.stem}" for path in (ROOT / "keyledger").glob("*.py") if path.stem != "__init__"),
+    ),
+    "driving": ("keyledger",),
+}
+"""What the modules of each layer may import of keyledger itself (DESIGN.md's layout)."""
+
+
+def layer_files() -> list[tuple[str, Path]]:
+    """Every module of the package with its layer."""
+    found = [("domain", path) for path in sorted((ROOT / "domain").glob("*.py"))]
+    found += [("projections", path) for path in sorted((ROOT / "projections").glob("*.py"))]
+    found += [("keyledger", path) for path in sorted((ROOT / "keyledger").glob("*.py"))]
+    for path in sorted((ROOT / "adapters").glob("*.py")):
+        if path.stem != "__init__":
+            found.append(("driving" if path.stem in DRIVING else "driven", path))
+    return found
+
+
+def internal_imports(source: str) -> Iterator[tuple[int, str]]:
+    """The modules of keyledger that ``source`` imports (``from keyledger import x``
+    counts as ``keyledger.x``)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "keyledger":
+                    yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "keyledger":
+            for alias in node.names:
+                yield node.lineno, f"{node.module}.{alias.name}"
+
+
+def layer_breaches(layer: str, source: str) -> list[tuple[int, str]]:
+    allowed = LAYERS[layer]
+    return [
+        (line, module)
+        for line, module in internal_imports(source)
+        if not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed)
+    ]
+
+
+class TestLayers:
+    """Every module imports only the layers beneath it: domain, then projections, then
+    the driven adapters, then the ledger, then the driving adapters."""
+
+    def test_every_layer_has_modules_to_scan(self) -> None:
+        layers = {layer for layer, _ in layer_files()}
+
+        assert layers == set(LAYERS)
+        assert {path.stem for _, path in layer_files()} >= {*DRIVING, *DRIVEN, "ledger", "keyring"}
+
+    @pytest.mark.parametrize(
+        ("layer", "path"), layer_files(), ids=lambda v: v.name if isinstance(v, Path) else v
+    )
+    def test_a_module_imports_only_the_layers_beneath_it(self, layer: str, path: Path) -> None:
+        found = layer_breaches(layer, path.read_text(encoding="utf-8"))
+
+        assert found == [], f"{path.relative_to(ROOT)} ({layer}) imports {found}"
+
+    @pytest.mark.parametrize(
+        ("layer", "source"),
+        [
+            ("projections", "from keyledger.adapters.sql_views import SQLViews"),
+            ("projections", "from keyledger import Ledger"),
+            ("driven", "from keyledger.ledger import Ledger"),
+            ("driven", "from keyledger.adapters.cli import app"),
+            ("driven", "from keyledger import results"),
+            ("keyledger", "from keyledger.adapters.asgi import ApiKeyMiddleware"),
+            ("keyledger", "import keyledger.adapters.fastapi"),
+        ],
+    )
+    def test_the_scan_catches_an_import_from_above(self, layer: str, source: str) -> None:
+        assert layer_breaches(layer, source) != []
+
+    @pytest.mark.parametrize(
+        ("layer", "source"),
+        [
+            ("projections", "from keyledger.domain.chain import GENESIS"),
+            ("driven", "from keyledger.projections.ports import ViewStore"),
+            ("driven", "from keyledger.adapters.stores import StoreSettings"),
+            ("keyledger", "from keyledger.adapters.transcoding import PydanticMapper"),
+            ("keyledger", "from keyledger.results import Health"),
+            ("driving", "from keyledger import Ledger"),
+        ],
+    )
+    def test_the_scan_accepts_an_import_from_below(self, layer: str, source: str) -> None:
+        assert layer_breaches(layer, source) == []
+
+
+class TestProjectionImports:
+    @pytest.mark.parametrize("path", sorted((ROOT / "projections").glob("*.py")), ids=lambda path: path.name)
+    def test_a_projection_imports_only_the_stdlib_pydantic_and_the_domain(self, path: Path) -> None:
+        """Projections are pure: no store, no eventsourcing, no encoding library."""
+        outside = [
+            (line, module)
+            for line, module in imports_in(path.read_text(encoding="utf-8"), "keyledger.projections")
+            if module.partition(".")[0] not in sys.stdlib_module_names
+            and module.partition(".")[0] != "pydantic"
+            and not module.startswith(("keyledger.domain", "keyledger.projections"))
+        ]
+
+        assert outside == [], f"{path.relative_to(ROOT)} imports {outside}"

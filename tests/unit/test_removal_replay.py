@@ -9,7 +9,7 @@ from keyledger.domain import Actor, Keyring, NewSecret, Permission
 from keyledger.domain.chain import GENESIS
 from keyledger.domain.keys import digest, generate_key, hint
 from keyledger.projections.facts import Fact
-from keyledger.projections.memory import MemoryViews
+from keyledger.adapters.memory_views import MemoryViews
 from keyledger.projections.project import project
 
 ACCOUNT = "acme"

@@ -29,10 +29,10 @@ from eventsourcing.popo import POPOFactory
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
+from keyledger.adapters.memory_views import MemoryViews
 from keyledger.adapters.sqlite_views import SQLiteViews
 from keyledger.adapters.transcoding import OrjsonTranscoder, PydanticMapper
 from keyledger.domain import Keyring, KeyringSnapshot
-from keyledger.adapters.memory_views import MemoryViews
 from keyledger.projections.ports import ViewStore
 
 SNAPSHOT_INTERVAL = 100

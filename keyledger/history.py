@@ -13,10 +13,10 @@ from datetime import datetime
 
 from eventsourcing.persistence import ApplicationRecorder
 
+from keyledger.adapters.memory_views import MemoryViews
 from keyledger.adapters.transcoding import PydanticMapper
 from keyledger.domain import Keyring
 from keyledger.projections.catalogue import KeyView
-from keyledger.adapters.memory_views import MemoryViews
 from keyledger.projections.project import project
 
 

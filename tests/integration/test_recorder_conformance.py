@@ -47,12 +47,12 @@ import psycopg
 from eventsourcing.persistence import ApplicationRecorder, Notification, TrackingRecorder
 from eventsourcing.tests import persistence as library
 
+from keyledger.adapters.memory_views import MemoryViews
 from keyledger.adapters.postgres_views import PostgresEventRecorder, PostgresViews
 from keyledger.adapters.sql_views import Reader, ViewsWithin
 from keyledger.adapters.sqlite_views import SQLiteEventRecorder, SQLiteViews
 from keyledger.adapters.stores import parse_url
 from keyledger.application import KeyringApplication
-from keyledger.adapters.memory_views import MemoryViews
 
 POSTGRES_URL = os.environ.get("KEYLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("KEYLEDGER_REQUIRE_POSTGRES") == "1"

@@ -371,8 +371,8 @@ class SQLViews(ViewStore):
             self.plain_rows(cursor)
             cursor.execute(self.sql(VALID_SELECT))
             # Row by row, not in batches: rows held in a batch outlive young-generation
-            # collections and get promoted, and at a million rows the garbage collector's
-            # full passes they bring on doubled the time to open.
+            # collections and get promoted, and the full passes they bring on slow the
+            # opening of a large ledger.
             for digest, account, key_id, name, until in cursor:
                 until = None if until is None else datetime.fromisoformat(until)
                 yield bytes(digest), new(Principal, (account, key_id, name, until))

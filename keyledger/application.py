@@ -43,12 +43,11 @@ def snapshot_interval(base: int, keys: int) -> int:
     """Events between snapshots of a Keyring holding ``keys`` keys: ``base`` (100) up to
     1,999 keys, then ``base`` more per 1,000 keys (10,000 keys: every 1,000 events).
 
-    A snapshot costs in proportion to the keys it holds (about 0.1 s for 10,000), so a
-    fixed interval made every hundredth command on a large account a hundred times the
-    others; growing the interval with the size keeps a snapshot's share of each command
-    about the same at any size. Loading (once per process, then the Keyring is cached)
-    replays at most one interval of events after the snapshot: a 10,000-key Keyring 999
-    events past its snapshot loads in 0.1 to 0.2 s, most of it decoding the snapshot."""
+    A snapshot costs in proportion to the keys it holds, so a fixed interval would make
+    every hundredth command on a large account far costlier than the others; growing the
+    interval with the size keeps a snapshot's share of each command about the same at
+    any size. Loading (once per process, then the Keyring is cached) replays at most one
+    interval of events after the snapshot (the README's Decisions give the times)."""
     return base * max(1, keys // KEYS_PER_STEP)
 
 
@@ -134,9 +133,9 @@ class KeyringApplication(Application[UUID]):
         its new version.
 
         eventsourcing's own method reloads the Keyring from the store at that version
-        (its last snapshot plus the events since) to snapshot it: on a 10,000-key account
-        that doubled the cost of every hundredth command. The Keyring in hand is the
-        same state; any version is a valid snapshot. A snapshot only speeds up loading,
+        (its last snapshot plus the events since) to snapshot it, a second load on every
+        snapshotting command. The Keyring in hand is the same state; any version is a
+        valid snapshot. A snapshot only speeds up loading,
         so failing to write one must not turn a command whose events are committed into
         an error."""
         base = self.snapshotting_intervals.get(Keyring) if self.snapshotting_intervals else None

@@ -2,7 +2,7 @@
 
 The composition root (cosmicpython's bootstrap), with :mod:`keyledger.application`,
 which wires eventsourcing to keyledger's mapper, transcoder and views: the settings a
-URL names become an eventsourcing application and the account turns of that store; the
+URL names become an eventsourcing application and the account locks of that store; the
 key prefix and grace period come from the caller, else the environment, else defaults.
 """
 
@@ -15,15 +15,15 @@ from datetime import UTC, datetime, timedelta
 
 from eventsourcing.persistence import PersistenceError
 
+from keyledger.adapters.account_locks import AccountLocks, account_locks_for
 from keyledger.adapters.stores import StoreSettings
-from keyledger.adapters.turns import AccountTurns, turns_for
 from keyledger.application import KeyringApplication, creating_tables
 from keyledger.domain import InvalidInput, StoreUnavailable
 from keyledger.domain import keys as keyformat
 
 Clock = Callable[[], datetime]
-Connect = Callable[[], tuple[KeyringApplication, AccountTurns]]
-"""Opens the store again: the application and the account turns (a forked child's)."""
+Connect = Callable[[], tuple[KeyringApplication, AccountLocks]]
+"""Opens the store again: the application and the account locks (a forked child's)."""
 
 DEFAULT_GRACE_PERIOD = timedelta(hours=12)
 MIN_GRACE_PERIOD = timedelta(minutes=1)
@@ -60,8 +60,8 @@ def grace_period(given: timedelta | None) -> timedelta:
     return given
 
 
-def connect(settings: StoreSettings) -> tuple[KeyringApplication, AccountTurns]:
-    """The eventsourcing application and the account turns of the store ``settings``
+def connect(settings: StoreSettings) -> tuple[KeyringApplication, AccountLocks]:
+    """The eventsourcing application and the account locks of the store ``settings``
     name, with their tables created if missing."""
     try:
         app = creating_tables(lambda: KeyringApplication(env=settings.env))
@@ -72,8 +72,8 @@ def connect(settings: StoreSettings) -> tuple[KeyringApplication, AccountTurns]:
     except OSError as error:
         raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
     try:
-        turns = turns_for(settings)
+        locks = account_locks_for(settings)
     except OSError as error:
         app.close()
         raise StoreUnavailable(f"cannot open {settings.describe()}: {error.strerror}") from None
-    return app, turns
+    return app, locks

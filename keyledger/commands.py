@@ -49,10 +49,10 @@ class Commands:
         # The cached Keyring is never changed by a command: each attempt decides on a copy,
         # so losing a race leaves nothing to undo, and the retry only fast-forwards. One
         # thread at a time per account in this process (they would only conflict), and
-        # one process at a time per account through the store's turns.
+        # one process at a time per account through the store's account locks.
         connection = self._connection
         connection.ready()
-        with connection.lock_for(account), connection.turns.turn(account):
+        with connection.lock_for(account), connection.locks.hold(account):
             for attempt in range(self._max_attempts):
                 now = self._now()
                 keyring = connection.guard(partial(self.load, account, now)).copy()

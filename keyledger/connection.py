@@ -3,7 +3,7 @@ child, opens again.
 
 A :class:`Connection` holds the eventsourcing application (events and snapshots), the
 durable views, this process's :class:`~keyledger.follower.Follower` and usage recorder,
-the account turns, and the per-account locks of this process. Every use of the store
+the account locks across processes, and the per-account locks of this process. Every use of the store
 goes through :meth:`Connection.guard`, which refuses once the ledger is closed, and in a
 process forked after the ledger was opened first reconnects: a child gets none of the
 parent's threads and must not use the parent's connections, nor close them (that would
@@ -24,9 +24,9 @@ from typing import TypeVar
 
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
 
+from keyledger.adapters.account_locks import AccountLocks
 from keyledger.adapters.sql_views import ViewsWithin
 from keyledger.adapters.transcoding import PydanticMapper
-from keyledger.adapters.turns import AccountTurns
 from keyledger.application import KeyringApplication
 from keyledger.bootstrap import Clock, Connect
 from keyledger.domain import IntegrityViolation, StoreUnavailable
@@ -43,12 +43,12 @@ LOCK_STRIPES = 64
 
 
 class Connection:
-    """The application, views, follower, usage recorder and turns of one open ledger in
+    """The application, views, follower, usage recorder and account locks of one open ledger in
     this process (see the module's docstring)."""
 
     app: KeyringApplication
     mapper: PydanticMapper
-    turns: AccountTurns
+    locks: AccountLocks
     views: ViewStore
     follower: Follower
     usage: UsageRecorder
@@ -56,7 +56,7 @@ class Connection:
     def __init__(
         self,
         app: KeyringApplication,
-        turns: AccountTurns,
+        locks: AccountLocks,
         *,
         name: str,
         clock: Clock,
@@ -77,15 +77,15 @@ class Connection:
         self._reconnecting = threading.Lock()
         self.stopping = threading.Event()
         """Set when the ledger closes: what runs in a thread of it stops."""
-        self.account_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self.stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._after_reconnect: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._threads: list[Follower | UsageRecorder] = []
         self._finalizer = weakref.finalize(self, _stop_threads, self.stopping, self._threads)
-        self._attach(app, turns, None)
+        self._attach(app, locks, None)
         _OPEN.add(self)
 
     def _attach(
-        self, app: KeyringApplication, turns: AccountTurns, start: tuple[ValidKeyIndex, int] | None
+        self, app: KeyringApplication, locks: AccountLocks, start: tuple[ValidKeyIndex, int] | None
     ) -> None:
         """Take ``app``'s store for the views, this process's follower and usage
         recorder; start following other processes if the ledger does."""
@@ -95,7 +95,7 @@ class Connection:
         follower = self.translate(lambda: Follower(app.recorder, mapper, views, start))
         if isinstance(app.recorder, ViewsWithin):
             app.recorder.within = follower.within
-        self.app, self.mapper, self.turns, self.views, self.follower = app, mapper, turns, views, follower
+        self.app, self.mapper, self.locks, self.views, self.follower = app, mapper, locks, views, follower
         self.usage = UsageRecorder(views, self._clock)
         self._threads[:] = [follower, self.usage]
         if self._follow:
@@ -113,7 +113,7 @@ class Connection:
 
     def lock_for(self, account: str) -> threading.Lock:
         """This process's lock of ``account`` (one command at a time per account)."""
-        return self.account_locks[hash(account) % LOCK_STRIPES]
+        return self.stripes[hash(account) % LOCK_STRIPES]
 
     def ready(self) -> None:
         """Refuse on a closed ledger; in a forked process, reconnect first."""
@@ -146,7 +146,7 @@ class Connection:
         self._finalizer()
         if self.forked:
             return  # what the parent opened is the parent's to close
-        self.turns.close()
+        self.locks.close()
         self.views.close()
         self.app.close()
 
@@ -166,7 +166,7 @@ class Connection:
         self.follower.confirmed = float("-inf")
         self.follower.lock = threading.RLock()
         self._reconnecting = threading.Lock()
-        self.account_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self.stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self.stopping = threading.Event()
         # The parent's follower and usage recorder are not this process's to stop or flush.
         self._finalizer.detach()
@@ -185,13 +185,13 @@ class Connection:
                     "this ledger was opened before the process forked; open it again in this process"
                 )
             old = self.follower
-            _INHERITED.append((self.app, self.turns, self.views, old, self.usage))
-            app, turns = self._connect()
+            _INHERITED.append((self.app, self.locks, self.views, old, self.usage))
+            app, locks = self._connect()
             start = (old.index, old.position) if self._fork_consistent else None
             try:
-                self._attach(app, turns, start)
+                self._attach(app, locks, start)
             except BaseException:
-                turns.close()
+                locks.close()
                 app.close()
                 raise
             self.forked = False

@@ -131,7 +131,7 @@ class Follower:
         first bring the durable views up to this process's position if writing them
         failed after the index had moved on (a store fault)."""
         if self._views_behind:
-            self._settle_store(self.position)
+            self._catch_up_views(self.position)
             self._views_behind = False
         while True:
             started = time.monotonic()
@@ -215,17 +215,17 @@ class Follower:
         # The index first: a revocation takes effect here before any more I/O. Then the
         # durable views, which the writer has usually updated in its own commit (a read
         # tells, where trying to write would take the write lock first); if they fail,
-        # the next advance finds them behind and settles them.
+        # the next advance finds them behind and catches them up.
         after = self.position
         for fact in facts:
             self.index.apply(fact)
         self.position = facts[-1].position
         self._views_behind = True  # until the durable views are known to have these
         if self.store.position() < facts[-1].position and not self.store.write(facts, project, after=after):
-            self._settle_store(facts[-1].position)
+            self._catch_up_views(facts[-1].position)
         self._views_behind = False
 
-    def _settle_store(self, target: int, page: int = PAGE_SIZE) -> None:
+    def _catch_up_views(self, target: int, page: int = PAGE_SIZE) -> None:
         """Bring the durable views to ``target`` at least, from wherever they are."""
         while (position := self.store.position()) < target:
             facts = self._read(position, page)

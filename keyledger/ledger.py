@@ -23,8 +23,8 @@ from typing import IO, Any, Self
 from pydantic import SecretStr
 
 from keyledger import bootstrap
+from keyledger.adapters.account_locks import AccountLocks
 from keyledger.adapters.stores import parse_url, resolve_url
-from keyledger.adapters.turns import AccountTurns
 from keyledger.application import KeyringApplication
 from keyledger.bootstrap import Clock, Connect, system_clock
 from keyledger.commands import DEFAULT_MAX_ATTEMPTS, Commands
@@ -77,7 +77,7 @@ class Ledger:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         strict: bool = False,
         follow: bool = True,
-        turns: AccountTurns | None = None,
+        locks: AccountLocks | None = None,
         max_lag: timedelta = DEFAULT_MAX_LAG,
         reopen: Connect | None = None,
     ) -> None:
@@ -96,7 +96,7 @@ class Ledger:
         self._now()  # a clock that returns naive datetimes is refused here, not on the hot path
         self._connection = Connection(
             app,
-            turns or AccountTurns(),
+            locks or AccountLocks(),
             name=store,
             clock=clock,
             follow=follow and app.is_shared,
@@ -145,7 +145,7 @@ class Ledger:
         prefix = bootstrap.key_prefix(key_prefix)
         grace = bootstrap.grace_period(grace_period)
         reopen = partial(bootstrap.connect, settings)
-        app, turns = reopen()
+        app, locks = reopen()
         try:
             return cls(
                 app,
@@ -156,12 +156,12 @@ class Ledger:
                 max_attempts=max_attempts,
                 strict=strict,
                 follow=follow,
-                turns=turns,
+                locks=locks,
                 max_lag=max_lag,
                 reopen=reopen,
             )
         except BaseException:
-            turns.close()
+            locks.close()
             app.close()
             raise
 

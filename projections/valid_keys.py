@@ -66,9 +66,8 @@ class ValidKeyIndex:
 
     def __init__(self, entries: Iterable[tuple[bytes, Principal]] = ()) -> None:
         # Filled with the cyclic garbage collector paused (and resumed as it was): a
-        # Principal, a tuple subclass, stays tracked by the collector, so a million of them
-        # brought on full collections that doubled the time to open a ledger (1.2 s ->
-        # 2.4 s at 1,000,000 keys). The index holds no reference cycles.
+        # Principal, a tuple subclass, stays tracked by the collector, and a large index
+        # would bring on full collections while it fills. It holds no reference cycles.
         paused = gc.isenabled()
         gc.disable()
         try:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from keyledger import Actor, Conflict, Ledger, Permission
-from keyledger.adapters.turns import AccountTurns
+from keyledger.adapters.account_locks import AccountLocks
 from keyledger.domain import Keyring
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ class TestLosingTheRace:
         loser's): it stands for any writer the version check alone must stop."""
 
         def _interfere(loser: Ledger, winner: Ledger, times: int) -> list[str]:
-            monkeypatch.setattr(winner._connection, "turns", AccountTurns())
+            monkeypatch.setattr(winner._connection, "locks", AccountLocks())
             load = loser._commands.load
             created: list[str] = []
 

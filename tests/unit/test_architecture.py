@@ -214,7 +214,15 @@ class TestErrorTree:
 
 DRIVING = ("asgi", "wsgi", "fastapi", "cli", "cli_common", "cli_review", "render", "demo")
 """Adapters that drive the ledger: entrypoints for people and web services."""
-DRIVEN = ("stores", "turns", "transcoding", "sql_views", "sqlite_views", "postgres_views", "memory_views")
+DRIVEN = (
+    "stores",
+    "account_locks",
+    "transcoding",
+    "sql_views",
+    "sqlite_views",
+    "postgres_views",
+    "memory_views",
+)
 """Adapters the ledger drives: stores, views and the event encoding."""
 LAYERS: dict[str, tuple[str, ...]] = {
     "domain": ("keyledger.domain",),

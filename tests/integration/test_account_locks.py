@@ -1,4 +1,4 @@
-"""Commands on one account take turns across processes (``keyledger.adapters.turns``).
+"""Commands on one account take turns across processes (``keyledger.adapters.account_locks``).
 
 On SQLite the turn is a byte-range lock of ``<database>.lock``; on PostgreSQL a session
 advisory lock. These tests hold a turn the way another process would (a child process
@@ -24,8 +24,8 @@ import psycopg
 import pytest
 
 from keyledger import Actor, Ledger, Permission, StoreUnavailable
-from keyledger.adapters import turns as turns_module
-from keyledger.adapters.turns import TURN_NAMESPACE, PostgresTurns
+from keyledger.adapters import account_locks as locks_module
+from keyledger.adapters.account_locks import LOCK_NAMESPACE, PostgresAccountLocks
 from tests.integration.conftest import POSTGRES_URL
 
 HOLD_FILE_TURN = r"""
@@ -63,9 +63,9 @@ def postgres_turn_held(url: str, account: str) -> Iterator[psycopg.Connection[ob
     parts = urlsplit(url)
     schema = dict(parse_qsl(parts.query))["schema"]
     conninfo = urlunsplit(parts._replace(query=urlencode([])))
-    key = PostgresTurns(lambda: None, schema, "").key(account)
+    key = PostgresAccountLocks(lambda: None, schema, "").key(account)
     connection = psycopg.connect(conninfo, autocommit=True)
-    connection.execute("SELECT pg_advisory_lock(%s, %s)", (TURN_NAMESPACE, key))
+    connection.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key))
     try:
         yield connection
     finally:
@@ -109,11 +109,11 @@ class TestPostgresTurns:
         alice: Actor,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setattr(turns_module, "TURN_TIMEOUT", "200ms")
+        monkeypatch.setattr(locks_module, "LOCK_TIMEOUT", "200ms")
         ledger = open_ledger(postgres_url)
         with postgres_turn_held(postgres_url, "acme"), pytest.raises(StoreUnavailable) as raised:
             ledger.create_key(alice, name="never")
-        assert "no turn on account 'acme'" in str(raised.value)
+        assert "cannot lock account 'acme'" in str(raised.value)
         assert ledger.keys("acme") == []
         assert ledger.create_key(alice, name="later").key_id
 
@@ -121,8 +121,8 @@ class TestPostgresTurns:
         ledger = Ledger.open(postgres_url)
         for n in range(3):
             ledger.create_key(alice, name=f"key {n}")
-        turns = ledger._connection.turns
-        assert isinstance(turns, PostgresTurns)
+        turns = ledger._connection.locks
+        assert isinstance(turns, PostgresAccountLocks)
         idle = list(turns._idle)
         ledger.close()
         assert idle
@@ -190,7 +190,7 @@ class TestTurnFaults:
             raise OSError(errno.ENOLCK, "No locks available")
 
         monkeypatch.setattr(fcntl, "lockf", lockf)
-        with pytest.raises(StoreUnavailable, match="no turn on account 'acme'"):
+        with pytest.raises(StoreUnavailable, match="cannot lock account 'acme'"):
             ledger.create_key(alice, name="never")
         monkeypatch.undo()
         assert ledger.keys("acme") == []
@@ -202,8 +202,8 @@ class TestTurnFaults:
         the next command takes a new one instead of failing."""
         ledger = open_ledger(postgres_url)
         ledger.create_key(alice, name="first")
-        turns = ledger._connection.turns
-        assert isinstance(turns, PostgresTurns)
+        turns = ledger._connection.locks
+        assert isinstance(turns, PostgresAccountLocks)
         [kept] = turns._idle
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))

@@ -1,4 +1,4 @@
-"""Commands on one account take turns across processes.
+"""Account locks: commands on one account take turns across processes.
 
 A command loads the account's Keyring, decides, and appends at the next version; two
 processes doing that at once make one of them lose and decide again. Under a steady
@@ -11,7 +11,7 @@ given back after the commit:
 - PostgreSQL: a session-level advisory lock (two-key form, so it never meets the views'
   one-key lock), on a connection the command holds for its turn. Each command in flight
   has its own connection, kept for the next, so a thread never waits behind another
-  thread's lock on a shared session. A wait longer than :data:`TURN_TIMEOUT` fails.
+  thread's lock on a shared session. A wait longer than :data:`LOCK_TIMEOUT` fails.
 
 Either lock is released by the system if the process dies (the kernel closes the file;
 PostgreSQL ends the session). Within one process the Ledger's own locks already
@@ -38,35 +38,35 @@ from keyledger.domain import StoreUnavailable
 
 ACCOUNT_LOCK_RANGE = 1 << 20
 """Bytes of the SQLite lock file the accounts are spread over."""
-TURN_NAMESPACE = 0x6B6C  # "kl"
-"""The first key of every PostgreSQL advisory lock a turn takes."""
-TURN_TIMEOUT = "10s"
+LOCK_NAMESPACE = 0x6B6C  # "kl"
+"""The first key of every PostgreSQL advisory lock an account lock takes."""
+LOCK_TIMEOUT = "10s"
 """How long a PostgreSQL command waits for its account's turn. (A SQLite turn waits as
 long as its holder keeps it: a command's length, or until the holder dies.)"""
 IDLE_CONNECTIONS = 4
 """Turn connections kept open between commands."""
 
 
-class AccountTurns:
-    """No turns: ``memory://`` ledgers live in one process."""
+class AccountLocks:
+    """No locks: ``memory://`` ledgers live in one process."""
 
     @contextlib.contextmanager
-    def turn(self, account: str) -> Iterator[None]:
-        """Hold ``account``'s turn for the body of the ``with``."""
+    def hold(self, account: str) -> Iterator[None]:
+        """Hold ``account``'s lock (its turn) for the body of the ``with``."""
         yield
 
     def close(self) -> None:
-        """Release what the turns hold (idempotent)."""
+        """Release what the locks hold (idempotent)."""
 
 
-class FileTurns(AccountTurns):
+class FileTurns(AccountLocks):
     """SQLite: one byte of a lock file per account (by hash)."""
 
     def __init__(self, path: str) -> None:
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
     @contextlib.contextmanager
-    def turn(self, account: str) -> Iterator[None]:
+    def hold(self, account: str) -> Iterator[None]:
         fd = self._fd
         if fd is None:
             raise StoreUnavailable("the ledger is closed")
@@ -81,7 +81,7 @@ class FileTurns(AccountTurns):
                 # A holds X while thread B waits for Y; another process holds Y and asks
                 # for X): wait a moment and ask again; a real holder lets go in time.
                 if error.errno != errno.EDEADLK:
-                    raise StoreUnavailable(f"no turn on account {account!r}: {error.strerror}") from None
+                    raise StoreUnavailable(f"cannot lock account {account!r}: {error.strerror}") from None
                 time.sleep(random.uniform(0.001, 0.01))  # noqa: S311 - jitter, not a secret
         try:
             yield
@@ -95,7 +95,7 @@ class FileTurns(AccountTurns):
             self._fd = None
 
 
-class PostgresTurns(AccountTurns):
+class PostgresAccountLocks(AccountLocks):
     """PostgreSQL: a session advisory lock per account (by hash, within the schema)."""
 
     def __init__(self, connect: Callable[[], Any], schema: str, describe: str) -> None:
@@ -112,14 +112,14 @@ class PostgresTurns(AccountTurns):
         return value - (1 << 32) if value >= 1 << 31 else value
 
     @contextlib.contextmanager
-    def turn(self, account: str) -> Iterator[None]:
+    def hold(self, account: str) -> Iterator[None]:
         import psycopg
 
         key = self.key(account)
         for fresh in (False, True):
             connection = self._take(fresh=fresh)
             try:
-                connection.execute("SELECT pg_advisory_lock(%s, %s)", (TURN_NAMESPACE, key))
+                connection.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key))
                 break
             except psycopg.Error as error:
                 connection.close()
@@ -127,13 +127,13 @@ class PostgresTurns(AccountTurns):
                 # more try on a new one. A lock timeout on a new one is the answer.
                 if fresh or isinstance(error, psycopg.errors.LockNotAvailable):
                     raise StoreUnavailable(
-                        f"store {self._describe}: no turn on account {account!r} ({type(error).__name__})"
+                        f"store {self._describe}: cannot lock account {account!r} ({type(error).__name__})"
                     ) from None
         try:
             yield
         finally:
             try:
-                connection.execute("SELECT pg_advisory_unlock(%s, %s)", (TURN_NAMESPACE, key))
+                connection.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, key))
             except psycopg.Error:
                 connection.close()  # the session ends, and its lock with it
             else:
@@ -150,7 +150,7 @@ class PostgresTurns(AccountTurns):
         connection = None
         try:
             connection = self._connect()
-            connection.execute(f"SET lock_timeout = '{TURN_TIMEOUT}'")
+            connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         except psycopg.Error as error:
             if connection is not None:
                 connection.close()
@@ -172,8 +172,8 @@ class PostgresTurns(AccountTurns):
             connection.close()
 
 
-def turns_for(settings: StoreSettings) -> AccountTurns:
-    """The turns of the store ``settings`` name."""
+def account_locks_for(settings: StoreSettings) -> AccountLocks:
+    """The account locks of the store ``settings`` name."""
     env = settings.env
     if settings.kind == "sqlite":
         return FileTurns(env["SQLITE_DBNAME"] + ".lock")
@@ -188,5 +188,5 @@ def turns_for(settings: StoreSettings) -> AccountTurns:
                 connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True,
             )  # fmt: skip
 
-        return PostgresTurns(connect, env["POSTGRES_SCHEMA"] or "public", settings.describe())
-    return AccountTurns()
+        return PostgresAccountLocks(connect, env["POSTGRES_SCHEMA"] or "public", settings.describe())
+    return AccountLocks()

@@ -65,7 +65,12 @@ def parse_url(url: str) -> StoreSettings:
         raise InvalidInput("url", "must be a non-empty string")
     scheme, _, rest = url.partition("://")
     if url == "memory://":
-        return StoreSettings("memory", {"PERSISTENCE_MODULE": "eventsourcing.popo"})
+        # One process writes a memory:// store, and each save puts the Keyring it wrote in
+        # the cache: there is never anything to fast-forward (eventsourcing's POPO recorder
+        # would scan the whole stream for it on every command).
+        return StoreSettings(
+            "memory", {"PERSISTENCE_MODULE": "eventsourcing.popo", "AGGREGATE_CACHE_FASTFORWARD": "n"}
+        )
     if scheme == "sqlite":
         if not rest.startswith("/") or len(rest) < 2:
             raise InvalidInput("url", "a SQLite URL reads sqlite:///path/to/file.db")

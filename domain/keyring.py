@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import OriginatorIDError, OriginatorVersionError
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, PrivateAttr
 
 from keyledger.domain.actors import Actor, Permission
 from keyledger.domain.chain import GENESIS, link
@@ -71,6 +71,8 @@ class Keyring:
         account: str
         actor: str | None
         chain: str
+        _stored: dict[str, Any] | None = PrivateAttr(default=None)
+        """The stored fields, when the event was triggered here (its chain computed them)."""
 
         @property
         def occurred_at(self) -> datetime:
@@ -79,6 +81,8 @@ class Keyring:
 
         def stored_state(self) -> dict[str, Any]:
             """The fields as stored: JSON types, without the aggregate id and version."""
+            if self._stored is not None:
+                return dict(self._stored)
             state = self.model_dump(mode="json", exclude={"originator_id", "originator_version"})
             if self.class_version > 1:
                 state["class_version"] = self.class_version
@@ -475,8 +479,11 @@ class Keyring:
             chain="",
             **fields,
         )
-        chain = link(self.chain, str(self._id), version, event_class.TOPIC, draft.stored_state())
+        state = draft.stored_state()
+        chain = link(self.chain, str(self._id), version, event_class.TOPIC, state)
         event = draft.model_copy(update={"chain": chain})
+        state["chain"] = chain
+        event._stored = state  # what the mapper stores: dumped once, for the chain
         event.mutate(self)
         self._pending_events.append(event)
         return event

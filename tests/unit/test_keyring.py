@@ -133,6 +133,20 @@ class TestCreateKey:
 
 
 class TestChain:
+    def test_a_triggered_event_stores_exactly_its_fields(self) -> None:
+        """The state kept from computing the chain is the event's fields as a fresh dump
+        gives them (chain included), and a copy: changing it changes nothing stored."""
+        keyring = empty_keyring()
+        key_id = create(keyring)
+        keyring.regenerate_key(ALICE, key_id, secret=secret(), grace=timedelta(hours=12), now=minutes(1))
+
+        for event in keyring.pending_events:
+            fresh = event.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+            stored = event.stored_state()
+            assert stored == fresh
+            stored["chain"] = "tampered"
+            assert event.stored_state() == fresh
+
     def test_the_first_event_links_from_genesis(self) -> None:
         """The first event's chain hashes the genesis value and the event's content."""
         keyring = empty_keyring()

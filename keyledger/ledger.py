@@ -320,8 +320,9 @@ class Ledger:
     def health(self) -> Health:
         """Whether :meth:`verify` can answer now, or refuses every credential and why
         (closed, forked and not reconnected, or not current for longer than ``max_lag``:
-        the reason names the position and the error). Reads nothing from the store (a
-        ledger that does not follow may catch up first); never raises."""
+        the reason names the position, and the error once a read has failed). Reads
+        nothing from the store (a ledger that does not follow may catch up first); never
+        raises."""
         return self._verifier.health(self.max_lag)
 
     # Queries

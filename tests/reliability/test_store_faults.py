@@ -385,7 +385,8 @@ class TestPostgreSQLUnreachable:
         assert from_memory is None, "verification answered from an index it could not show current"
         assert not health.ok
         assert health.reason is not None
-        assert "failed" in health.reason
+        # Either a read has failed by now, or the follower is still waiting on one.
+        assert "not current for longer than max_lag" in health.reason
         assert again is not None
         assert intact
         assert names == ["before", "after"]

@@ -12,6 +12,7 @@ user could still use (see :meth:`Keyring.revoke_user_access`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
@@ -215,8 +216,9 @@ class Keyring:
         self.recipients_known = True
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def id_for(account: str) -> UUID:
-        """The Keyring id of an account."""
+        """The Keyring id of an account (a ``uuid5``, kept for the accounts used lately)."""
         return uuid5(KEYRING_NAMESPACE, account)
 
     @classmethod

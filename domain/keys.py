@@ -230,10 +230,12 @@ def diagnose_key(credential: object, prefix: str) -> KeyDiagnosis:
 def contains_key(text: str, prefix: str) -> bool:
     """Whether ``text`` holds something shaped like a key of ``prefix`` (so that a key
     pasted into a name, note or user id is refused instead of stored)."""
-    return (
-        re.search(rf"(?<![a-z0-9_]){re.escape(prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}(?![0-9A-Za-z])", text)
-        is not None
-    )
+    return _key_pattern(prefix).search(text) is not None
+
+
+@functools.lru_cache(maxsize=16)
+def _key_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![a-z0-9_]){re.escape(prefix)}_[0-9A-Za-z]{{{BODY_LENGTH}}}(?![0-9A-Za-z])")
 
 
 def is_key_id(value: object) -> bool:

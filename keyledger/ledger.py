@@ -317,6 +317,12 @@ class Ledger:
         """Whether :meth:`verify` checks the log head before every answer."""
         return self._verifier.strict
 
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InvalidInput("strict", "must be True or False")
+        self._verifier.strict = value
+
     def health(self) -> Health:
         """Whether :meth:`verify` can answer now, or refuses every credential and why
         (closed, forked and not reconnected, or not current for longer than ``max_lag``:

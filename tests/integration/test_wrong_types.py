@@ -93,3 +93,18 @@ def test_an_unknown_export_filter_is_refused(open_ledger: Callable[..., Ledger],
     assert raised.value.field == "filters"
     assert "acount" in str(raised.value)
     assert not target.exists()
+
+
+def test_strict_can_be_switched_on_an_open_ledger_but_only_to_a_bool(
+    open_ledger: Callable[..., Ledger],
+) -> None:
+    """``ledger.strict`` stays settable, as it was an attribute; anything but a bool is refused."""
+    ledger = open_ledger()
+
+    ledger.strict = True
+
+    assert ledger.strict is True
+    with pytest.raises(InvalidInput) as raised:
+        ledger.strict = "yes"  # type: ignore[assignment]
+    assert raised.value.field == "strict"
+    assert ledger.strict is True

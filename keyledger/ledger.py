@@ -93,6 +93,9 @@ class Ledger:
         """How long verification may go without confirming it holds every event of the
         log before it refuses every credential (ledgers other processes write to)."""
         self._clock = clock
+        # The parts get the clock as a function of their own, not a method of this Ledger:
+        # a Ledger left open is then freed as soon as nothing refers to it (no cycle).
+        self._now = partial(_now, clock)
         self._now()  # a clock that returns naive datetimes is refused here, not on the hot path
         self._connection = Connection(
             app,
@@ -459,12 +462,6 @@ class Ledger:
 
     # Internals
 
-    def _now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is None:
-            raise InvalidInput("clock", "must return timezone-aware datetimes")
-        return now.astimezone(UTC)
-
     def _acting(self, actor: Actor) -> Actor:
         """The actor, if it is one and names no key (a key given as a user id or account
         would be recorded in the ledger)."""
@@ -481,6 +478,14 @@ class Ledger:
 
     def _new_secret(self) -> str:
         return keyformat.generate_key(self.key_prefix)
+
+
+def _now(clock: Clock) -> datetime:
+    """The clock's time in UTC; a clock that returns naive datetimes is refused."""
+    now = clock()
+    if now.tzinfo is None:
+        raise InvalidInput("clock", "must return timezone-aware datetimes")
+    return now.astimezone(UTC)
 
 
 def _described(secret: str) -> NewSecret:

@@ -25,7 +25,8 @@ seconds, 5 by default) and ``Cache-Control: no-store`` instead of the 401, so cl
 and load balancers retry rather than drop the key. The body is fixed: the health
 ``reason`` names positions and error classes for logs and health endpoints, not for
 clients. ``health()`` is asked only on the refusal path (a working key costs nothing
-more), in a worker thread (it may read the store), and at most once a second
+more), in a worker thread (a ledger opened with ``follow=False`` catches up there, and
+another verifier's may do I/O), and at most once a second
 (:class:`OutageCheck`). A verifier without it (a plain fake) always gets the 401. A
 request whose key verifies passes whatever the health: the ledger itself refuses while it
 is not current.

@@ -57,7 +57,7 @@ class Commands:
                 now = self._now()
                 keyring = connection.guard(partial(self.load, account, now)).copy()
                 result = decide(keyring, now)
-                events = keyring.pending_events
+                events = tuple(keyring.pending_events)  # save hands them over
                 if not events:
                     return result
                 try:

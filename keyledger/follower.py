@@ -89,10 +89,10 @@ class Follower:
         """Why the last attempt to catch up failed (``None`` once one succeeds)."""
         self._not_before = float("-inf")
         self.failed_at = float("-inf")
+        """When (``time.monotonic()``) the last attempt to catch up failed."""
         self.seen_head = self.position
         """The newest position seen in the store: the head at the last confirmation, or
         the event this follower is stuck before."""
-        """When (``time.monotonic()``) the last attempt to catch up failed."""
         self._logged: str | None = None
         self.try_catch_up()  # an unreadable event leaves it stuck (and saying why), not unopened
 

@@ -111,6 +111,29 @@ def closed_by_server() -> Iterator[list[ConnectionClosed]]:
         caught.append(closed)
 
 
+def open_and_exchange(connect: Any, issued: Any) -> Any:
+    """A socket opened with the key, which has echoed one message ("before")."""
+    socket = connect(secret(issued))
+    socket.send("before")
+    assert socket.recv(timeout=REQUEST_TIMEOUT) == f"{issued.key_id}: before"
+    return socket
+
+
+def assert_closed_at_next_message(socket: Any, service: EchoService, code: int) -> None:
+    """The next message the client sends closes the socket with ``code``, and the app
+    ends with that code, having received nothing after "before"."""
+    with closed_by_server() as caught:
+        socket.send("after")
+        socket.recv(timeout=REQUEST_TIMEOUT)
+
+    assert caught, "the socket stayed open"
+    assert caught[0].rcvd is not None
+    assert caught[0].rcvd.code == code
+    assert service.ended.wait(REQUEST_TIMEOUT)
+    assert service.disconnects == [code]
+    assert service.received == ["before"]
+
+
 class TestHandshake:
     def test_a_working_key_opens_a_socket_with_its_principal(
         self, websocket_to: Any, service: EchoService, ledger: Ledger, alice: Actor
@@ -153,21 +176,11 @@ class TestOpenSockets:
     ) -> None:
         """After its key is revoked, the next message closes the socket (1008) and the app ends."""
         issued = ledger.create_key(alice, name="Streaming")
-        socket = websocket_to(ledger, service)(secret(issued))
-        socket.send("before")
-        assert socket.recv(timeout=REQUEST_TIMEOUT) == f"{issued.key_id}: before"
+        socket = open_and_exchange(websocket_to(ledger, service), issued)
 
         ledger.revoke_key(alice, issued.key_id)
-        with closed_by_server() as caught:
-            socket.send("after")
-            socket.recv(timeout=REQUEST_TIMEOUT)
 
-        assert caught, "the socket stayed open after its key was revoked"
-        assert caught[0].rcvd is not None
-        assert caught[0].rcvd.code == 1008
-        assert service.ended.wait(REQUEST_TIMEOUT)
-        assert service.disconnects == [1008]
-        assert service.received == ["before"]
+        assert_closed_at_next_message(socket, service, 1008)
 
     def test_a_socket_stays_open_while_its_key_works(
         self, websocket_to: Any, service: EchoService, ledger: Ledger, alice: Actor
@@ -191,18 +204,8 @@ class TestOpenSockets:
     ) -> None:
         """A ledger that can no longer show it is current ends its sockets with 1013 (try again later)."""
         issued = ledger.create_key(alice, name="Streaming")
-        socket = websocket_to(ledger, service)(secret(issued))
-        socket.send("before")
-        assert socket.recv(timeout=REQUEST_TIMEOUT) == f"{issued.key_id}: before"
+        socket = open_and_exchange(websocket_to(ledger, service), issued)
 
         ledger.close()
-        with closed_by_server() as caught:
-            socket.send("after")
-            socket.recv(timeout=REQUEST_TIMEOUT)
 
-        assert caught, "the socket stayed open after the ledger closed"
-        assert caught[0].rcvd is not None
-        assert caught[0].rcvd.code == 1013
-        assert service.ended.wait(REQUEST_TIMEOUT)
-        assert service.disconnects == [1013]
-        assert service.received == ["before"]
+        assert_closed_at_next_message(socket, service, 1013)

@@ -1,7 +1,7 @@
 """What a request pays for API-key authentication.
 
 Over HTTP: uvicorn serves a trivial ASGI app in a separate process, once bare and once
-behind :class:`keyledger.adapters.asgi.ApiKeyMiddleware`; an httpx client sends
+behind :class:`keyledger.adapters.driving.asgi.ApiKeyMiddleware`; an httpx client sends
 sequential keep-alive requests and times each one. Configurations are interleaved run by
 run, a hundred requests at a time, and each run's median is kept; the report gives the
 median of those medians and the difference over the bare app (the floor measured in the
@@ -31,7 +31,7 @@ import httpx
 import uvicorn
 
 from keyledger import Actor, Ledger, Permission
-from keyledger.adapters.asgi import ApiKeyMiddleware, Message, Receive, Scope, Send
+from keyledger.adapters.driving.asgi import ApiKeyMiddleware, Message, Receive, Scope, Send
 
 WARMUP = 200
 CHUNK = 100

@@ -43,7 +43,7 @@ from bench.harness import Row, chosen_scale, compared, paired, render
 from bench.store_cases import EVENTS, event_count, raw_events
 from bench.workspace import Workspace
 from keyledger import Ledger
-from keyledger.adapters.transcoding import canonical_json
+from keyledger.adapters.driven.transcoding import canonical_json
 from keyledger.domain.chain import GENESIS, link
 
 Operation = tuple[str, str | None, Any]

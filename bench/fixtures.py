@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from keyledger import Actor, Ledger, Permission
-from keyledger.adapters.stores import parse_url
+from keyledger.adapters.driven.stores import parse_url
 from keyledger.application import KeyringApplication
 from keyledger.domain import Keyring, NewSecret
 from keyledger.domain import keys as keyformat

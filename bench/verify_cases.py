@@ -17,7 +17,7 @@ from typing import Any
 from bench.harness import Row, compared, median, pair_ratio, paired
 from bench.workspace import Workspace
 from keyledger import Ledger
-from keyledger.adapters.stores import parse_url
+from keyledger.adapters.driven.stores import parse_url
 from keyledger.application import KeyringApplication
 from keyledger.projections.valid_keys import ValidKeyIndex
 

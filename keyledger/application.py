@@ -29,9 +29,9 @@ from eventsourcing.popo import POPOFactory
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
-from keyledger.adapters.memory_views import MemoryViews
-from keyledger.adapters.sqlite_views import SQLiteViews
-from keyledger.adapters.transcoding import OrjsonTranscoder, PydanticMapper
+from keyledger.adapters.driven.memory_views import MemoryViews
+from keyledger.adapters.driven.sqlite_views import SQLiteViews
+from keyledger.adapters.driven.transcoding import OrjsonTranscoder, PydanticMapper
 from keyledger.domain import Keyring, KeyringSnapshot
 from keyledger.projections.ports import ViewStore
 
@@ -112,7 +112,7 @@ class KeyringApplication(Application[UUID]):
         if isinstance(self.factory, SQLiteFactory):
             return cast(SQLiteViews, self.factory.tracking_recorder(SQLiteViews))
         if self.factory.__class__.__module__ == "eventsourcing.postgres":
-            from keyledger.adapters.postgres_views import PostgresViews
+            from keyledger.adapters.driven.postgres_views import PostgresViews
 
             return cast(ViewStore, self.factory.tracking_recorder(PostgresViews))
         return MemoryViews()

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 from eventsourcing.persistence import PersistenceError
 
-from keyledger.adapters.account_locks import AccountLocks, account_locks_for
-from keyledger.adapters.stores import StoreSettings
+from keyledger.adapters.driven.account_locks import AccountLocks, account_locks_for
+from keyledger.adapters.driven.stores import StoreSettings
 from keyledger.application import KeyringApplication, creating_tables
 from keyledger.domain import InvalidInput, StoreUnavailable
 from keyledger.domain import keys as keyformat

@@ -24,9 +24,9 @@ from typing import TypeVar
 
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
 
-from keyledger.adapters.account_locks import AccountLocks
-from keyledger.adapters.sql_views import ViewsWithin
-from keyledger.adapters.transcoding import PydanticMapper
+from keyledger.adapters.driven.account_locks import AccountLocks
+from keyledger.adapters.driven.sql_views import ViewsWithin
+from keyledger.adapters.driven.transcoding import PydanticMapper
 from keyledger.application import KeyringApplication
 from keyledger.bootstrap import Clock, Connect
 from keyledger.domain import IntegrityViolation, StoreUnavailable

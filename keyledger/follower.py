@@ -28,8 +28,8 @@ from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError
 
-from keyledger.adapters.sqlite_views import row_reader
-from keyledger.adapters.transcoding import PydanticMapper
+from keyledger.adapters.driven.sqlite_views import row_reader
+from keyledger.adapters.driven.transcoding import PydanticMapper
 from keyledger.projections.facts import Fact
 from keyledger.projections.ports import ViewStore
 from keyledger.projections.project import project

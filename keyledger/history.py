@@ -13,8 +13,8 @@ from datetime import datetime
 
 from eventsourcing.persistence import ApplicationRecorder
 
-from keyledger.adapters.memory_views import MemoryViews
-from keyledger.adapters.transcoding import PydanticMapper
+from keyledger.adapters.driven.memory_views import MemoryViews
+from keyledger.adapters.driven.transcoding import PydanticMapper
 from keyledger.domain import Keyring
 from keyledger.projections.catalogue import KeyView
 from keyledger.projections.project import project

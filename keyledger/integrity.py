@@ -27,9 +27,9 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, MapperDeserialisationError
 from eventsourcing.utils import resolve_topic
 
-from keyledger.adapters.sql_views import EventRow
-from keyledger.adapters.sqlite_views import row_reader
-from keyledger.adapters.transcoding import PydanticMapper, canonical_json, upcast
+from keyledger.adapters.driven.sql_views import EventRow
+from keyledger.adapters.driven.sqlite_views import row_reader
+from keyledger.adapters.driven.transcoding import PydanticMapper, canonical_json, upcast
 from keyledger.domain import IntegrityViolation, Keyring
 from keyledger.domain.chain import GENESIS, link
 from keyledger.projections.facts import Fact, action_of

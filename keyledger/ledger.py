@@ -23,8 +23,8 @@ from typing import IO, Any, Self
 from pydantic import SecretStr
 
 from keyledger import bootstrap
-from keyledger.adapters.account_locks import AccountLocks
-from keyledger.adapters.stores import parse_url, resolve_url
+from keyledger.adapters.driven.account_locks import AccountLocks
+from keyledger.adapters.driven.stores import parse_url, resolve_url
 from keyledger.application import KeyringApplication
 from keyledger.bootstrap import Clock, Connect, system_clock
 from keyledger.commands import DEFAULT_MAX_ATTEMPTS, Commands

@@ -5,7 +5,7 @@ catalogue, the audit trail, and every digest ever issued) next to the events, an
 records the position it has reached in the same transaction as its rows (the
 ``TrackingRecorder`` pattern of eventsourcing 9.5). :class:`ViewWriter` is what one
 event's projection writes through inside that transaction. ``memory://`` ledgers use
-:class:`keyledger.adapters.memory_views.MemoryViews`; SQLite and PostgreSQL ledgers use the
+:class:`keyledger.adapters.driven.memory_views.MemoryViews`; SQLite and PostgreSQL ledgers use the
 SQL views in ``keyledger.adapters``; one contract test suite runs against all of them.
 """
 

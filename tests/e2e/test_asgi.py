@@ -18,8 +18,8 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 
 from keyledger import Actor, InvalidInput, Ledger, Principal
-from keyledger.adapters.asgi import PRINCIPAL_KEY, ApiKeyMiddleware, Message, Receive, Scope, Send
-from keyledger.adapters.fastapi import require_api_key
+from keyledger.adapters.driving.asgi import PRINCIPAL_KEY, ApiKeyMiddleware, Message, Receive, Scope, Send
+from keyledger.adapters.driving.fastapi import require_api_key
 from keyledger.testing import ManualClock
 
 Serve = Callable[[Any], httpx.Client]

@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from keyledger import Actor, AuditEntry, Ledger, Permission
-from keyledger.adapters.cli import app
+from keyledger.adapters.driving.cli import app
 from keyledger.export import verify_export
 from keyledger.testing import ManualClock
 

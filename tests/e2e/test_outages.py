@@ -17,9 +17,9 @@ from flask import request as flask_request
 from flask.typing import ResponseReturnValue
 
 from keyledger import Actor, InvalidInput, Ledger, Principal
-from keyledger.adapters import asgi, wsgi
-from keyledger.adapters.asgi import PRINCIPAL_KEY, HealthReport, MonitoredVerifier, Verifier
-from keyledger.adapters.fastapi import require_api_key
+from keyledger.adapters.driving import asgi, wsgi
+from keyledger.adapters.driving.asgi import PRINCIPAL_KEY, HealthReport, MonitoredVerifier, Verifier
+from keyledger.adapters.driving.fastapi import require_api_key
 
 Serve = Callable[[Any], httpx.Client]
 

@@ -16,7 +16,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from keyledger import Actor, Ledger, Principal
-from keyledger.adapters.asgi import PRINCIPAL_KEY, ApiKeyMiddleware, HealthReport, MonitoredVerifier, Verifier
+from keyledger.adapters.driving.asgi import (
+    PRINCIPAL_KEY,
+    ApiKeyMiddleware,
+    HealthReport,
+    MonitoredVerifier,
+    Verifier,
+)
 from tests.e2e.conftest import REQUEST_TIMEOUT, uvicorn_server
 
 UNAVAILABLE = {"error": "unavailable", "detail": "the key ledger cannot show it is current; try again later"}

@@ -14,7 +14,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from keyledger import Actor, InvalidInput, Ledger, Principal
-from keyledger.adapters.wsgi import PRINCIPAL_KEY, ApiKeyMiddleware
+from keyledger.adapters.driving.wsgi import PRINCIPAL_KEY, ApiKeyMiddleware
 from keyledger.testing import ManualClock
 
 Serve = Callable[[Any], httpx.Client]

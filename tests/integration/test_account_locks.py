@@ -1,4 +1,4 @@
-"""Commands on one account take turns across processes (``keyledger.adapters.account_locks``).
+"""Commands on one account take turns across processes (``keyledger.adapters.driven.account_locks``).
 
 On SQLite the turn is a byte-range lock of ``<database>.lock``; on PostgreSQL a session
 advisory lock. These tests hold a turn the way another process would (a child process
@@ -24,8 +24,8 @@ import psycopg
 import pytest
 
 from keyledger import Actor, Ledger, Permission, StoreUnavailable
-from keyledger.adapters import account_locks as locks_module
-from keyledger.adapters.account_locks import LOCK_NAMESPACE, PostgresAccountLocks
+from keyledger.adapters.driven import account_locks as locks_module
+from keyledger.adapters.driven.account_locks import LOCK_NAMESPACE, PostgresAccountLocks
 from tests.integration.conftest import POSTGRES_URL
 
 HOLD_FILE_TURN = r"""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from keyledger import Actor, Conflict, Ledger, Permission
-from keyledger.adapters.account_locks import AccountLocks
+from keyledger.adapters.driven.account_locks import AccountLocks
 from keyledger.domain import Keyring
 
 if TYPE_CHECKING:

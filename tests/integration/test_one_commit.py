@@ -20,7 +20,7 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from keyledger import Actor, Ledger, StoreUnavailable
-from keyledger.adapters.sqlite_views import SQLiteEventRecorder
+from keyledger.adapters.driven.sqlite_views import SQLiteEventRecorder
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:

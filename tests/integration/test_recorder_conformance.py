@@ -47,11 +47,11 @@ import psycopg
 from eventsourcing.persistence import ApplicationRecorder, Notification, TrackingRecorder
 from eventsourcing.tests import persistence as library
 
-from keyledger.adapters.memory_views import MemoryViews
-from keyledger.adapters.postgres_views import PostgresEventRecorder, PostgresViews
-from keyledger.adapters.sql_views import Reader, ViewsWithin
-from keyledger.adapters.sqlite_views import SQLiteEventRecorder, SQLiteViews
-from keyledger.adapters.stores import parse_url
+from keyledger.adapters.driven.memory_views import MemoryViews
+from keyledger.adapters.driven.postgres_views import PostgresEventRecorder, PostgresViews
+from keyledger.adapters.driven.sql_views import Reader, ViewsWithin
+from keyledger.adapters.driven.sqlite_views import SQLiteEventRecorder, SQLiteViews
+from keyledger.adapters.driven.stores import parse_url
 from keyledger.application import KeyringApplication
 
 POSTGRES_URL = os.environ.get("KEYLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

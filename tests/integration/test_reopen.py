@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from keyledger import Actor, AuditEntry, Ledger, Permission, Principal
-from keyledger.adapters.stores import parse_url
+from keyledger.adapters.driven.stores import parse_url
 from keyledger.application import KeyringApplication
 from keyledger.domain import Keyring, KeyringSnapshot
 from keyledger.testing import ManualClock

@@ -37,7 +37,7 @@ from keyledger import (
     Principal,
     StoreUnavailable,
 )
-from keyledger.adapters.cli import app as cli_app
+from keyledger.adapters.driving.cli import app as cli_app
 from keyledger.domain import keys as keyformat
 from keyledger.domain.keys import generate_key
 from keyledger.testing import ManualClock

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from keyledger import Ledger
-from keyledger.adapters.stores import parse_url
+from keyledger.adapters.driven.stores import parse_url
 
 PASSWORD = "s3cretpw"
 

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from keyledger import Actor, Ledger, Permission, Principal
-from keyledger.adapters.asgi import PRINCIPAL_KEY
-from keyledger.adapters.asgi import ApiKeyMiddleware as AsgiMiddleware
-from keyledger.adapters.cli import app as cli_app
-from keyledger.adapters.wsgi import ApiKeyMiddleware as WsgiMiddleware
+from keyledger.adapters.driving.asgi import PRINCIPAL_KEY
+from keyledger.adapters.driving.asgi import ApiKeyMiddleware as AsgiMiddleware
+from keyledger.adapters.driving.cli import app as cli_app
+from keyledger.adapters.driving.wsgi import ApiKeyMiddleware as WsgiMiddleware
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import sys
 from collections.abc import Iterator
@@ -213,7 +214,8 @@ class TestErrorTree:
 
 
 DRIVING = ("asgi", "wsgi", "fastapi", "cli", "cli_common", "cli_review", "render", "demo")
-"""Adapters that drive the ledger: entrypoints for people and web services."""
+"""Adapters that drive the ledger (``adapters/driving/``): entrypoints for people and web
+services."""
 DRIVEN = (
     "stores",
     "account_locks",
@@ -223,18 +225,21 @@ DRIVEN = (
     "postgres_views",
     "memory_views",
 )
-"""Adapters the ledger drives: stores, views and the event encoding."""
+"""Adapters the ledger drives (``adapters/driven/``): stores, views and the event encoding."""
+PUBLISHED = ("asgi", "wsgi", "fastapi", "cli")
+"""Driving adapters also importable at ``keyledger.adapters.<name>`` (their published paths)."""
 LAYERS: dict[str, tuple[str, ...]] = {
     "domain": ("keyledger.domain",),
     "projections": ("keyledger.domain", "keyledger.projections"),
-    "driven": ("keyledger.domain", "keyledger.projections", *(f"keyledger.adapters.{m}" for m in DRIVEN)),
+    "driven": ("keyledger.domain", "keyledger.projections", "keyledger.adapters.driven"),
     "keyledger": (
         "keyledger.domain",
         "keyledger.projections",
-        *(f"keyledger.adapters.{m}" for m in DRIVEN),
+        "keyledger.adapters.driven",
         *(f"keyledger.{path.stem}" for path in (ROOT / "keyledger").glob("*.py") if path.stem != "__init__"),
     ),
     "driving": ("keyledger",),
+    "published": ("keyledger.adapters.driving",),
 }
 """What the modules of each layer may import of keyledger itself (DESIGN.md's layout)."""
 
@@ -244,9 +249,9 @@ def layer_files() -> list[tuple[str, Path]]:
     found = [("domain", path) for path in sorted((ROOT / "domain").glob("*.py"))]
     found += [("projections", path) for path in sorted((ROOT / "projections").glob("*.py"))]
     found += [("keyledger", path) for path in sorted((ROOT / "keyledger").glob("*.py"))]
-    for path in sorted((ROOT / "adapters").glob("*.py")):
-        if path.stem != "__init__":
-            found.append(("driving" if path.stem in DRIVING else "driven", path))
+    found += [("driven", path) for path in sorted((ROOT / "adapters" / "driven").glob("*.py"))]
+    found += [("driving", path) for path in sorted((ROOT / "adapters" / "driving").glob("*.py"))]
+    found += [("published", path) for path in sorted((ROOT / "adapters").glob("*.py"))]
     return found
 
 
@@ -293,13 +298,14 @@ class TestLayers:
     @pytest.mark.parametrize(
         ("layer", "source"),
         [
-            ("projections", "from keyledger.adapters.sql_views import SQLViews"),
+            ("projections", "from keyledger.adapters.driven.sql_views import SQLViews"),
             ("projections", "from keyledger import Ledger"),
             ("driven", "from keyledger.ledger import Ledger"),
-            ("driven", "from keyledger.adapters.cli import app"),
+            ("driven", "from keyledger.adapters.driving.cli import app"),
             ("driven", "from keyledger import results"),
-            ("keyledger", "from keyledger.adapters.asgi import ApiKeyMiddleware"),
-            ("keyledger", "import keyledger.adapters.fastapi"),
+            ("keyledger", "from keyledger.adapters.driving.asgi import ApiKeyMiddleware"),
+            ("keyledger", "import keyledger.adapters.driving.fastapi"),
+            ("published", "from keyledger import Ledger"),
         ],
     )
     def test_the_scan_catches_an_import_from_above(self, layer: str, source: str) -> None:
@@ -310,14 +316,25 @@ class TestLayers:
         [
             ("projections", "from keyledger.domain.chain import GENESIS"),
             ("driven", "from keyledger.projections.ports import ViewStore"),
-            ("driven", "from keyledger.adapters.stores import StoreSettings"),
-            ("keyledger", "from keyledger.adapters.transcoding import PydanticMapper"),
+            ("driven", "from keyledger.adapters.driven.stores import StoreSettings"),
+            ("keyledger", "from keyledger.adapters.driven.transcoding import PydanticMapper"),
             ("keyledger", "from keyledger.results import Health"),
             ("driving", "from keyledger import Ledger"),
         ],
     )
     def test_the_scan_accepts_an_import_from_below(self, layer: str, source: str) -> None:
         assert layer_breaches(layer, source) == []
+
+    @pytest.mark.parametrize("name", PUBLISHED)
+    def test_a_published_path_is_the_driving_module_itself(self, name: str) -> None:
+        """``keyledger.adapters.asgi`` and the others hand out the very objects of
+        ``keyledger.adapters.driving``: one class, whichever path a user imports."""
+        published = importlib.import_module(f"keyledger.adapters.{name}")
+        driving = importlib.import_module(f"keyledger.adapters.driving.{name}")
+
+        assert published.__all__
+        for attribute in published.__all__:
+            assert getattr(published, attribute) is getattr(driving, attribute)
 
 
 class TestProjectionImports:

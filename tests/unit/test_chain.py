@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyledger.adapters.transcoding import canonical_json
+from keyledger.adapters.driven.transcoding import canonical_json
 from keyledger.domain.chain import GENESIS, canonical, link
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from keyledger.adapters.memory_views import MemoryViews
+from keyledger.adapters.driven.memory_views import MemoryViews
 from keyledger.domain import Actor, Keyring, NewSecret, Permission
 from keyledger.domain.chain import GENESIS
 from keyledger.domain.keys import digest, generate_key, hint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyledger.adapters.stores import parse_url
+from keyledger.adapters.driven.stores import parse_url
 
 PASSWORD = "s3cretpw"
 

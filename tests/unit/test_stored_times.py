@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, TypeAdapter
 
-from keyledger.adapters.sql_views import stamp, stamp_text
+from keyledger.adapters.driven.sql_views import stamp, stamp_text
 
 ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
 MOMENTS = st.datetimes(

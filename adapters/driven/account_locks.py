@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from keyledger.adapters.stores import StoreSettings
+from keyledger.adapters.driven.stores import StoreSettings
 from keyledger.domain import StoreUnavailable
 
 ACCOUNT_LOCK_RANGE = 1 << 20

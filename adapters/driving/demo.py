@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from keyledger import AuditEntry, KeyLedgerError, Ledger
-from keyledger.adapters import render
+from keyledger.adapters.driving import render
 from keyledger.domain import Actor, Permission
 from keyledger.testing import ManualClock
 

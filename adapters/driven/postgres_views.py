@@ -26,7 +26,7 @@ from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from keyledger.adapters.sql_views import SQLViews, ViewsWithin, Within, as_notifications
+from keyledger.adapters.driven.sql_views import SQLViews, ViewsWithin, Within, as_notifications
 from keyledger.projections.ports import VIEWS_NAME
 
 LISTEN_WAKE = 0.1

@@ -22,7 +22,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from keyledger.adapters.sql_views import EventRow, SQLViews, ViewsWithin, as_notifications
+from keyledger.adapters.driven.sql_views import EventRow, SQLViews, ViewsWithin, as_notifications
 from keyledger.projections.ports import VIEWS_NAME
 
 

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from keyledger import Actor, InvalidInput, KeyLedgerError, Ledger, Permission, StoreUnavailable
-from keyledger.adapters import render
+from keyledger.adapters.driving import render
 
 logger = logging.getLogger("keyledger.cli")
 

@@ -82,7 +82,7 @@ def parse_url(url: str) -> StoreSettings:
                 "SQLITE_DBNAME": path,
                 "SQLITE_LOCK_TIMEOUT": "10",
                 # Events and views in one commit (see SQLiteEventRecorder).
-                "APPLICATION_RECORDER_TOPIC": "keyledger.adapters.sqlite_views:SQLiteEventRecorder",
+                "APPLICATION_RECORDER_TOPIC": "keyledger.adapters.driven.sqlite_views:SQLiteEventRecorder",
             },
         )
     if scheme in ("postgresql", "postgres"):
@@ -111,7 +111,9 @@ def parse_url(url: str) -> StoreSettings:
                 "POSTGRES_PASSWORD": unquote(parts.password or ""),
                 "POSTGRES_CONNECT_TIMEOUT": "5",
                 # Events and views in one commit (see PostgresEventRecorder).
-                "APPLICATION_RECORDER_TOPIC": "keyledger.adapters.postgres_views:PostgresEventRecorder",
+                "APPLICATION_RECORDER_TOPIC": (
+                    "keyledger.adapters.driven.postgres_views:PostgresEventRecorder"
+                ),
             },
         )
     raise InvalidInput("url", "must start with memory://, sqlite:/// or postgresql://")

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from keyledger import Checkpoint, ExportCheckpoint, Ledger
-from keyledger.adapters import render
-from keyledger.adapters.cli_common import (
+from keyledger.adapters.driving import render
+from keyledger.adapters.driving.cli_common import (
     EXIT_REFUSED,
     AccountOption,
     guarded,

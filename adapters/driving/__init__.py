@@ -1,0 +1,2 @@
+"""What drives the ledger: the command line, the ASGI and WSGI middleware and the FastAPI
+dependency."""

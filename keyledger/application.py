@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import Application
 from eventsourcing.persistence import (
     IntegrityError,
     InternalError,
     Mapper,
     OperationalError,
-    PersistenceError,
     ProgrammingError,
     Transcoder,
 )
@@ -30,9 +30,11 @@ from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment
 
 from keyledger.adapters.driven.memory_views import MemoryViews
-from keyledger.adapters.driven.sqlite_views import SQLiteViews
+from keyledger.adapters.driven.sqlite_views import SQLiteUnitOfWork, SQLiteViews
 from keyledger.adapters.driven.transcoding import OrjsonTranscoder, PydanticMapper
+from keyledger.adapters.driven.unit_of_work import MemoryUnitOfWork, UnitOfWork
 from keyledger.domain import Keyring, KeyringSnapshot
+from keyledger.follower import Listen
 from keyledger.projections.ports import ViewStore
 
 SNAPSHOT_INTERVAL = 100
@@ -127,30 +129,42 @@ class KeyringApplication(Application[UUID]):
         """Whether other processes may write to the same store (not ``memory://``)."""
         return not isinstance(self.factory, POPOFactory)
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        """Snapshot each saved Keyring whose new events reach a multiple of its
-        snapshotting interval (:func:`snapshot_interval`), from the Keyring just saved, at
-        its new version.
+    def construct_unit_of_work(self, views: ViewStore) -> UnitOfWork:
+        """The commands' transactions on this store, with ``views`` written in them."""
+        mapper = cast(PydanticMapper, self.mapper)
+        if isinstance(self.factory, SQLiteFactory):
+            return SQLiteUnitOfWork(self.recorder, views, mapper)
+        if self.can_subscribe:
+            from keyledger.adapters.driven.postgres_views import PostgresUnitOfWork
 
-        eventsourcing's own method reloads the Keyring from the store at that version
-        (its last snapshot plus the events since) to snapshot it, a second load on every
-        snapshotting command. The Keyring in hand is the same state; any version is a
-        valid snapshot. A snapshot only speeds up loading,
-        so failing to write one must not turn a command whose events are committed into
-        an error."""
-        base = self.snapshotting_intervals.get(Keyring) if self.snapshotting_intervals else None
-        if self.snapshots is None or not base:
-            return
-        due: dict[UUID, Keyring] = {}
-        for event in processing_event.events:
-            aggregate = processing_event.aggregates.get(event.originator_id)
-            if (
-                isinstance(aggregate, Keyring)
-                and event.originator_version % snapshot_interval(base, len(aggregate.keys)) == 0
-            ):
-                due[aggregate.id] = aggregate
-        for aggregate in due.values():
-            try:
-                self.snapshots.put([KeyringSnapshot.take(aggregate)])
-            except PersistenceError as error:
-                logger.warning("snapshot not written: %s", type(error).__name__)
+            return PostgresUnitOfWork(self.recorder, views, mapper)
+        return MemoryUnitOfWork(self.recorder, views, mapper)
+
+    def listener(self) -> Listen | None:
+        """``listen(notified, stopping)``: calls ``notified`` after each commit to the
+        store, where the store can tell (PostgreSQL's NOTIFY); ``None`` elsewhere."""
+        if not self.can_subscribe:
+            return None
+        from keyledger.adapters.driven.postgres_views import listen
+
+        return partial(listen, self.recorder)
+
+    def saved(self, keyring: Keyring, events: Sequence[Keyring.Event]) -> None:
+        """After ``keyring``'s new ``events`` are committed, what eventsourcing's
+        ``Application.save`` does after its insert: the repository's cache takes the
+        Keyring (where the cache is not brought up to date on each get), and a snapshot is
+        written when one is due (:func:`snapshot_interval`), of the Keyring in hand at its
+        new version. Never raises: a snapshot and the cache only speed up loading, and the
+        command's events are already committed."""
+        try:
+            repository = self.repository
+            if repository.cache is not None and not repository.fastforward:
+                repository.cache.put(keyring.id, keyring)
+            base = self.snapshotting_intervals.get(Keyring) if self.snapshotting_intervals else None
+            if self.snapshots is None or not base:
+                return
+            interval = snapshot_interval(base, len(keyring.keys))
+            if any(event.originator_version % interval == 0 for event in events):
+                self.snapshots.put([KeyringSnapshot.take(keyring)])
+        except Exception as error:
+            logger.warning("after a command: snapshot or cache not updated: %s", type(error).__name__)

@@ -2,7 +2,8 @@
 the views in one transaction, retry a lost race.
 
 Each command loads the Keyring (cached, and brought up to date with the events since),
-decides on a copy, and appends at the version it read; when another writer appended to
+decides on a copy, and appends its events through the unit of work (events and views in
+one transaction) at the version it read; when another writer appended to
 the same account first, it reloads and decides again, up to ``max_attempts`` times, then
 raises :class:`Conflict`. Nothing is recorded twice: each attempt appends at the version
 it read, and a commit whose answer was lost is recognised by its events' chains.
@@ -21,10 +22,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import TypeVar, cast
-from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, project_aggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, PersistenceError
 
 from keyledger.connection import Connection
 from keyledger.domain import Conflict, Keyring, StoreUnavailable
@@ -33,6 +33,8 @@ T = TypeVar("T")
 logger = logging.getLogger("keyledger")
 
 DEFAULT_MAX_ATTEMPTS = 10
+TRANSIENT_PAUSE = 0.2
+"""Seconds before trying again after the store's connection failed (eventsourcing's own wait)."""
 
 
 class Commands:
@@ -52,37 +54,45 @@ class Commands:
         # one process at a time per account through the store's account locks.
         connection = self._connection
         connection.ready()
+        app, unit_of_work = connection.app, connection.unit_of_work
         with connection.lock_for(account), connection.locks.hold(account):
             for attempt in range(self._max_attempts):
                 now = self._now()
                 keyring = connection.guard(partial(self.load, account, now)).copy()
                 result = decide(keyring, now)
-                events = tuple(keyring.pending_events)  # save hands them over
+                events = keyring.collect_events()
                 if not events:
                     return result
                 try:
-                    recordings = connection.app.save(keyring)
+                    committed = unit_of_work.commit([app.mapper.to_stored_event(event) for event in events])
                 except IntegrityError:
-                    connection.follower.forget()
                     if self._landed(events):
                         return result
                     logger.debug("account %r changed concurrently; attempt %d", account, attempt + 1)
                     # Full jitter, doubling up to 100 ms: losers spread out, not collide again.
                     time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))  # noqa: S311 - jitter
                     continue
+                except (InterfaceError, OperationalError) as error:
+                    # The connection failed (PostgreSQL restarting, a network cut): if the
+                    # attempt did not land, decide again after a pause, as eventsourcing's
+                    # own recorder retries its insert.
+                    if self._landed(events):
+                        return result
+                    if attempt + 1 == self._max_attempts:
+                        raise StoreUnavailable(
+                            f"store {connection.name} failed: {type(error).__name__}"
+                        ) from None
+                    time.sleep(TRANSIENT_PAUSE)
+                    continue
                 except PersistenceError as error:
-                    connection.follower.forget()
                     if self._landed(events):
                         return result
                     raise StoreUnavailable(
                         f"store {connection.name} failed: {type(error).__name__}"
                     ) from None
-                except BaseException:
-                    connection.follower.forget()
-                    raise
                 # Committed: from here on nothing raises.
                 try:
-                    self._follow(recordings)
+                    connection.follower.take(committed)
                 except Exception as error:
                     connection.follower.missed()
                     logger.error(
@@ -90,6 +100,7 @@ class Commands:
                         "them (%s); verification refuses until the follower has caught up",
                         type(error).__name__,
                     )
+                app.saved(keyring, events)
                 return result
         raise Conflict(
             f"account {account!r} kept changing under {self._max_attempts} attempts; nothing was "
@@ -139,11 +150,3 @@ class Commands:
             connection.follower.missed()
             logger.error("the views did not take a landed append (%s)", type(error).__name__)
         return True
-
-    def _follow(self, recordings: list[Recording[UUID]]) -> None:
-        """Bring this process's views up to the command's events: the durable views took
-        them in the command's own transaction (SQLite), or take them now."""
-        connection = self._connection
-        follower = connection.follower
-        if not connection.translate(follower.adopt):
-            connection.translate(lambda: follower.catch_up([r.notification for r in recordings]))

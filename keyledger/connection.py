@@ -2,8 +2,9 @@
 child, opens again.
 
 A :class:`Connection` holds the eventsourcing application (events and snapshots), the
-durable views, this process's :class:`~keyledger.follower.Follower` and usage recorder,
-the account locks across processes, and the per-account locks of this process. Every use of the store
+durable views, the unit of work that commands append through, this process's
+:class:`~keyledger.follower.Follower` and usage recorder, the account locks across
+processes, and the per-account locks of this process. Every use of the store
 goes through :meth:`Connection.guard`, which refuses once the ledger is closed, and in a
 process forked after the ledger was opened first reconnects: a child gets none of the
 parent's threads and must not use the parent's connections, nor close them (that would
@@ -25,8 +26,8 @@ from typing import TypeVar
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
 
 from keyledger.adapters.driven.account_locks import AccountLocks
-from keyledger.adapters.driven.sql_views import ViewsWithin
 from keyledger.adapters.driven.transcoding import PydanticMapper
+from keyledger.adapters.driven.unit_of_work import UnitOfWork
 from keyledger.application import KeyringApplication
 from keyledger.bootstrap import Clock, Connect
 from keyledger.domain import IntegrityViolation, StoreUnavailable
@@ -50,6 +51,7 @@ class Connection:
     mapper: PydanticMapper
     locks: AccountLocks
     views: ViewStore
+    unit_of_work: UnitOfWork
     follower: Follower
     usage: UsageRecorder
 
@@ -92,10 +94,9 @@ class Connection:
         mapper = app.mapper
         assert isinstance(mapper, PydanticMapper)
         views = self.translate(app.construct_views)
-        follower = self.translate(lambda: Follower(app.recorder, mapper, views, start))
-        if isinstance(app.recorder, ViewsWithin):
-            app.recorder.within = follower.within
+        follower = self.translate(lambda: Follower(app.recorder, mapper, views, start, listen=app.listener()))
         self.app, self.mapper, self.locks, self.views, self.follower = app, mapper, locks, views, follower
+        self.unit_of_work = app.construct_unit_of_work(views)
         self.usage = UsageRecorder(views, self._clock)
         self._threads[:] = [follower, self.usage]
         if self._follow:

@@ -24,16 +24,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError
+from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from keyledger.adapters.driven.sqlite_views import row_reader
 from keyledger.adapters.driven.transcoding import PydanticMapper
-from keyledger.projections.facts import Fact
+from keyledger.adapters.driven.unit_of_work import Committed
 from keyledger.projections.ports import ViewStore
 from keyledger.projections.project import project
+from keyledger.projections.recorded import Recorded
 from keyledger.projections.valid_keys import ValidKeyIndex
+
+Listen = Callable[[Callable[[], None], threading.Event], None]
+"""``listen(notified, stopping)``: calls ``notified`` after each commit to the store, until
+``stopping`` is set."""
 
 PAGE_SIZE = 1000
 REBUILD_PAGE_SIZE = 10_000
@@ -48,7 +52,7 @@ logger = logging.getLogger("keyledger")
 class EventUnreadable(Exception):
     """A stored event that cannot be decoded: following stops before it."""
 
-    def __init__(self, position: int, error: BaseException, before: list[Fact]) -> None:
+    def __init__(self, position: int, error: BaseException, before: list[Recorded]) -> None:
         super().__init__(f"the event at position {position} cannot be read: {type(error).__name__}")
         self.position = position
         self.before = before
@@ -64,12 +68,16 @@ class Follower:
         mapper: PydanticMapper,
         store: ViewStore,
         start: tuple[ValidKeyIndex, int] | None = None,
+        *,
+        listen: Listen | None = None,
     ) -> None:
         """Load the index from the durable views, or take ``start`` (an index and the
-        position it holds, as a forked process inherits them), and catch up."""
+        position it holds, as a forked process inherits them), and catch up. ``listen``
+        tells of new commits where the store can (PostgreSQL's NOTIFY)."""
         self.recorder = recorder
         self.mapper = mapper
         self.store = store
+        self._listen_for = listen
         self.lock = threading.RLock()
         if start is None:
             self.position = store.position()
@@ -79,7 +87,6 @@ class Follower:
         self._changed = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._within = threading.local()
         self._views_behind = False
         self._read_rows = row_reader(recorder)
         self.confirmed = float("-inf")
@@ -96,23 +103,23 @@ class Follower:
         self._logged: str | None = None
         self.try_catch_up()  # an unreadable event leaves it stuck (and saying why), not unopened
 
-    def _facts(self, notifications: Sequence[Notification], after: int) -> list[Fact]:
-        facts = []
+    def _recorded(self, notifications: Sequence[Notification], after: int) -> list[Recorded]:
+        events = []
         for notification in notifications:
-            facts.append(self.mapper.to_fact(notification, notification.id, after))
+            events.append(self.mapper.to_recorded(notification, notification.id, after))
             after = notification.id
-        return facts
+        return events
 
-    def _read(self, after: int, limit: int = PAGE_SIZE) -> list[Fact]:
-        facts = []
-        fact = self.mapper.fact
+    def _read(self, after: int, limit: int = PAGE_SIZE) -> list[Recorded]:
+        events = []
+        read = self.mapper.recorded
         for position, _, version, topic, state in self._read_rows(after, limit):
             try:
-                facts.append(fact(state, topic, version, position, after))
+                events.append(read(state, topic, version, position, after))
             except Exception as error:
-                raise EventUnreadable(position, error, facts) from error
+                raise EventUnreadable(position, error, events) from error
             after = position
-        return facts
+        return events
 
     def head(self) -> int:
         """The newest position in the store."""
@@ -123,7 +130,7 @@ class Follower:
         when they follow on directly (a command's own), else what the store holds."""
         with self.lock:
             if notifications and notifications[0].id == self.position + 1:
-                self._advance(self._facts(notifications, self.position))
+                self._advance(self._recorded(notifications, self.position))
             self._read_to_head()
 
     def _read_to_head(self) -> None:
@@ -136,69 +143,41 @@ class Follower:
         while True:
             started = time.monotonic()
             try:
-                facts = self._read(self.position)
+                events = self._read(self.position)
             except EventUnreadable as error:
                 self.seen_head = max(self.seen_head, error.position)
                 if error.before:
                     self._advance(error.before)
                 raise
-            if facts:
-                self._advance(facts)
-            if len(facts) < PAGE_SIZE:
+            if events:
+                self._advance(events)
+            if len(events) < PAGE_SIZE:
                 self.seen_head = max(self.seen_head, self.position)
                 if started > self._not_before:
                     self.confirmed = started
                 return
 
-    def within(
-        self, cursor: Any, read: Callable[[int, int], Sequence[Notification]], new: Sequence[Notification]
-    ) -> None:
-        """Apply a command's new events to the durable views in the transaction that
-        inserts them, with any events of other processes the views have not taken yet;
-        the facts are kept for :meth:`adopt`. Takes no lock of this object (another
-        thread may hold it waiting for the database) and never waits for the views'
-        lock: views another writer holds, or further behind than a page, are left to
-        :meth:`catch_up` after the commit."""
-        self._within.facts = None
-        try:
-            if not self.store.try_lock_in(cursor):
-                return
-            position = self.store.position_in(cursor)
-            first = new[0].id
-            if first - 1 - position > PAGE_SIZE:
-                return
-            earlier = read(position, first - 1) if position < first - 1 else []
-            facts = self._facts([*earlier, *new], position)
-            if self.store.write_in(cursor, facts, project, after=position, position=position):
-                self._within.facts = facts
-        except PersistenceError:
-            raise
-        except Exception as error:
-            # An event the views cannot take (unreadable, say): the command's transaction
-            # rolls back, and its caller learns the store failed, not a Python error.
-            raise PersistenceError(f"the views cannot take the events: {type(error).__name__}") from error
+    def take(self, committed: Committed) -> None:
+        """After a command committed: bring this process's index up to its events.
 
-    def adopt(self) -> bool:
-        """After a command committed: bring this process's index up with the facts that
-        :meth:`within` applied in its transaction, in this thread; ``False`` if there are none.
-
-        The facts run from the views' position to the command's last event, so when they
-        follow on from this process's position the index then holds every event up to
-        the command's own, and nothing is read: events committed after it are the
-        followers' to apply. Otherwise (the views had moved past this process's index)
-        the index reads up to the head."""
-        facts, self._within.facts = getattr(self._within, "facts", None), None
-        if not facts:
-            return False
+        When the durable views took them in the command's transaction, ``committed``
+        holds every event they applied, from the views' position to the command's last
+        event: if those follow on from this process's position, the index takes them and
+        reads nothing (events committed since are the followers' to apply). Otherwise
+        the index reads up to the head, starting with the command's own events."""
+        applied = committed.applied
         with self.lock:
-            if facts[0].previous == self.position:
-                for fact in facts:
-                    self.index.apply(fact)
-                self.position = facts[-1].position
+            if applied and applied[0].previous == self.position:
+                for event in applied:
+                    self.index.apply(event)
+                self.position = applied[-1].position
                 if not self._views_behind:
-                    return True
-            self._read_to_head()
-        return True
+                    return
+                self._read_to_head()
+            elif applied:
+                self._read_to_head()
+            else:
+                self.catch_up(committed.notifications)
 
     def missed(self) -> None:
         """This process's index is known to lack events committed by now (a command's,
@@ -207,31 +186,27 @@ class Follower:
         self._not_before = time.monotonic()
         self.confirmed = float("-inf")
 
-    def forget(self) -> None:
-        """Drop what :meth:`within` kept in this thread (its transaction rolled back)."""
-        self._within.facts = None
-
-    def _advance(self, facts: list[Fact]) -> None:
+    def _advance(self, events: list[Recorded]) -> None:
         # The index first: a revocation takes effect here before any more I/O. Then the
         # durable views, which the writer has usually updated in its own commit (a read
         # tells, where trying to write would take the write lock first); if they fail,
         # the next advance finds them behind and catches them up.
         after = self.position
-        for fact in facts:
-            self.index.apply(fact)
-        self.position = facts[-1].position
+        for event in events:
+            self.index.apply(event)
+        self.position = events[-1].position
         self._views_behind = True  # until the durable views are known to have these
-        if self.store.position() < facts[-1].position and not self.store.write(facts, project, after=after):
-            self._catch_up_views(facts[-1].position)
+        if self.store.position() < events[-1].position and not self.store.write(events, project, after=after):
+            self._catch_up_views(events[-1].position)
         self._views_behind = False
 
     def _catch_up_views(self, target: int, page: int = PAGE_SIZE) -> None:
         """Bring the durable views to ``target`` at least, from wherever they are."""
         while (position := self.store.position()) < target:
-            facts = self._read(position, page)
-            if not facts:
+            events = self._read(position, page)
+            if not events:
                 return
-            self.store.write(facts, project, after=position)
+            self.store.write(events, project, after=position)
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Empty the durable views and replay every event into them; returns the count."""
@@ -242,11 +217,11 @@ class Follower:
             if progress:
                 progress(0, total)
             while (position := self.store.position()) < total:
-                facts = self._read(position, REBUILD_PAGE_SIZE)
-                if not facts:
+                events = self._read(position, REBUILD_PAGE_SIZE)
+                if not events:
                     break
-                self.store.write(facts, project, after=position)
-                done = facts[-1].position
+                self.store.write(events, project, after=position)
+                done = events[-1].position
                 if progress:
                     progress(done, total)
             self.index = ValidKeyIndex(self.store.valid_entries())
@@ -308,7 +283,7 @@ class Follower:
             pause = interval if self.try_catch_up() else min(MAX_RETRY_INTERVAL, max(2 * pause, 0.05))
 
     def _listen(self) -> None:
-        listen = getattr(self.recorder, "listen", None)
+        listen = self._listen_for
         if listen is None:
             return
         while not self._stopping.is_set():

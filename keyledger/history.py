@@ -23,13 +23,13 @@ from keyledger.projections.project import project
 def replay(recorder: ApplicationRecorder, mapper: PydanticMapper, account: str, at: datetime) -> MemoryViews:
     """The account's views as of ``at``."""
     views = MemoryViews()
-    facts = []
+    events = []
     for stored in recorder.select_events(Keyring.id_for(account)):
         # Positions in the replay are stream versions: the same order within one account.
-        fact = mapper.to_fact(stored, stored.originator_version, stored.originator_version - 1)
-        if fact.occurred_at <= at:
-            facts.append(fact)
-    views.write(facts, project, after=0)
+        event = mapper.to_recorded(stored, stored.originator_version, stored.originator_version - 1)
+        if event.occurred_at <= at:
+            events.append(event)
+    views.write(events, project, after=0)
     return views
 
 

@@ -25,14 +25,12 @@ from typing import cast
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, MapperDeserialisationError
-from eventsourcing.utils import resolve_topic
 
 from keyledger.adapters.driven.sql_views import EventRow
 from keyledger.adapters.driven.sqlite_views import row_reader
-from keyledger.adapters.driven.transcoding import PydanticMapper, canonical_json, upcast
+from keyledger.adapters.driven.transcoding import PydanticMapper, canonical_json
 from keyledger.domain import IntegrityViolation, Keyring
 from keyledger.domain.chain import GENESIS, link
-from keyledger.projections.facts import Fact, action_of
 from keyledger.projections.ports import ConsistentRead, ViewStore
 from keyledger.projections.valid_keys import ValidKeyIndex
 from keyledger.results import AccountHead, Checkpoint, IntegrityReport
@@ -138,9 +136,14 @@ def _check(
             if pins is not None and (pin := pins.get(head_of[2])) is not None and pin[1] == version:
                 pinned[head_of[2]] = pin[2] == chain
             if expected is not None and position <= reached:
-                if "class_version" in state:
-                    upcast(resolve_topic(topic), state)
-                expected.apply(Fact(position, version, action_of(topic), state, 0))
+                try:
+                    # The stored fields as read for the chain, upcast in place: they are
+                    # not needed as stored any more.
+                    event = mapper.recorded_from(state, topic, version, position, 0)
+                except MapperDeserialisationError:
+                    failure = (position, "event cannot be read")
+                    break
+                expected.apply(event)
         # The first bad position is the earliest place the store differs: an event the
         # audit trail recorded and the store no longer holds (deleted, moved) is reported
         # at its own place, even when the chain only breaks at a later event.

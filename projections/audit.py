@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from keyledger.domain import InvalidInput
-from keyledger.projections.facts import Fact
+from keyledger.projections.recorded import Recorded, RecordedKeyEvent
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -132,7 +132,7 @@ Time = TypeVar("Time")
 
 
 def entry_values(
-    fact: Fact,
+    event: Recorded,
     key_name: str | None,
     previous_chain: str,
     time: Callable[[str], Time],
@@ -141,17 +141,18 @@ def entry_values(
     """The audit entry of one recorded event as values in :data:`AUDIT_FIELDS` order, its
     two times as ``time`` makes them of the stored text and its details as ``encode``
     makes them of a dict: one definition for the entry in memory and the row in SQL
-    (which is built from the stored fields, no model between)."""
-    data = fact.data
+    (which is built from the stored fields, no model between). The details are the
+    event's stored fields (:attr:`Recorded.stored`) but those the entry has columns for."""
+    key_id = event.key_id if isinstance(event, RecordedKeyEvent) else None
+    details = {name: value for name, value in event.stored.items() if name not in PROMOTED_FIELDS}
     return (
-        fact.position, fact.account, fact.version, fact.action, data.get("actor"), data.get("key_id"),
-        key_name, time(fact.occurred_text), time(data["timestamp"]),
-        encode({name: value for name, value in data.items() if name not in PROMOTED_FIELDS}),
-        fact.previous, data["chain"], previous_chain,
+        event.position, event.account, event.version, event.action, event.actor, key_id,
+        key_name, time(event.occurred_text), time(event.timestamp), encode(details),
+        event.previous, event.chain, previous_chain,
     )  # fmt: skip
 
 
-def entry_from(fact: Fact, key_name: str | None, previous_chain: str) -> AuditEntry:
+def entry_from(event: Recorded, key_name: str | None, previous_chain: str) -> AuditEntry:
     """The audit entry of one recorded event."""
-    values = entry_values(fact, key_name, previous_chain, datetime.fromisoformat, dict)
+    values = entry_values(event, key_name, previous_chain, datetime.fromisoformat, dict)
     return AuditEntry(**dict(zip(AUDIT_FIELDS, values, strict=True)))

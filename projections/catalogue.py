@@ -11,7 +11,14 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from keyledger.domain.keyring import USER_REMOVED_REASON
-from keyledger.projections.facts import Fact, parse_time
+from keyledger.projections.recorded import (
+    Recorded,
+    RecordedGraceExpired,
+    RecordedKeyCreated,
+    RecordedKeyRegenerated,
+    RecordedKeyRevoked,
+    RecordedUserAccessRevoked,
+)
 
 
 class GraceSecret(BaseModel):
@@ -104,43 +111,46 @@ KeyRowLookup = Callable[[str, str], "KeyRow"]
 """Finds the row of an existing key (``KeyError`` if there is none)."""
 
 
-def catalogue_changes(fact: Fact, row_of: KeyRowLookup) -> list[KeyRow]:
+def catalogue_changes(event: Recorded, row_of: KeyRowLookup) -> list[KeyRow]:
     """The rows one event creates or changes (changed in place when looked up)."""
-    data, action = fact.data, fact.action
-    if action == "KeyCreated":
-        return [
-            KeyRow(
-                account=fact.account,
-                key_id=data["key_id"],
-                name=data["name"],
-                purpose=data["purpose"],
-                application=data["application"],
-                created_by=data["created_by"],
-                created_at=fact.recorded_at,
-                created_position=fact.position,
-                hint=data["hint"],
-            )
-        ]
-    if action == "UserAccessRevoked":
-        rows = [row_of(fact.account, key_id) for key_id in data["removed_key_ids"]]
-        for row in rows:
-            row.end(fact.recorded_at, USER_REMOVED_REASON)
-        return rows
-    if action == "UserAccessRestored":
-        return []
-    row = row_of(fact.account, data["key_id"])
-    if action == "KeyRegenerated":
-        if data["mode"] == "grace":
-            until = parse_time(data["grace_until"])
-            assert until is not None
-            assert row.hint is not None
-            row.grace[data["retired_digest"]] = (row.hint, until)
-        else:
-            row.grace.clear()
-        row.hint = data["hint"]
-        row.regenerated_at = fact.recorded_at
-    elif action == "GraceExpired":
-        row.grace.pop(data["retired_digest"], None)
-    elif action == "KeyRevoked":
-        row.end(fact.recorded_at, data["reason"])
-    return [row]
+    match event:
+        case RecordedKeyCreated():
+            return [
+                KeyRow(
+                    account=event.account,
+                    key_id=event.key_id,
+                    name=event.name,
+                    purpose=event.purpose,
+                    application=event.application,
+                    created_by=event.created_by,
+                    created_at=event.recorded_at,
+                    created_position=event.position,
+                    hint=event.hint,
+                )
+            ]
+        case RecordedKeyRegenerated():
+            row = row_of(event.account, event.key_id)
+            if event.mode == "grace":
+                until = event.grace_deadline
+                assert until is not None
+                assert row.hint is not None
+                row.grace[event.retired_digest] = (row.hint, until)
+            else:
+                row.grace.clear()
+            row.hint = event.hint
+            row.regenerated_at = event.recorded_at
+            return [row]
+        case RecordedGraceExpired():
+            row = row_of(event.account, event.key_id)
+            row.grace.pop(event.retired_digest, None)
+            return [row]
+        case RecordedKeyRevoked():
+            row = row_of(event.account, event.key_id)
+            row.end(event.recorded_at, event.reason)
+            return [row]
+        case RecordedUserAccessRevoked():
+            rows = [row_of(event.account, key_id) for key_id in event.removed_key_ids]
+            for row in rows:
+                row.end(event.recorded_at, USER_REMOVED_REASON)
+            return rows
+    return []

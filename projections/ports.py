@@ -19,7 +19,7 @@ from typing import Any
 
 from keyledger.projections.audit import AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyRow, KeyView
-from keyledger.projections.facts import Fact
+from keyledger.projections.recorded import Recorded
 from keyledger.projections.valid_keys import Principal
 
 VIEWS_NAME = "keyledger_views"
@@ -50,12 +50,14 @@ class ViewWriter(ABC):
         """Insert or replace catalogue rows."""
 
     @abstractmethod
-    def add_audit(self, fact: Fact, key_name: str | None, key_ids: Sequence[str]) -> None:
-        """Append the audit entry of ``fact`` (chained to the account's latest entry),
+    def add_audit(self, event: Recorded, key_name: str | None, key_ids: Sequence[str]) -> None:
+        """Append the audit entry of ``event`` (chained to the account's latest entry),
         found by each of ``key_ids``."""
 
 
-Project = Callable[[Fact, ViewWriter], None]
+Project = Callable[[Recorded, ViewWriter], None]
+"""Applies one recorded event to the views through a writer (see
+:func:`keyledger.projections.project.project`)."""
 
 
 class ConsistentRead(ABC):
@@ -82,12 +84,12 @@ class ViewStore(ABC):
         """The last position applied (0 if none)."""
 
     @abstractmethod
-    def write(self, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
-        """Apply ``facts``, every event recorded after position ``after``, in one
+    def write(self, events: Sequence[Recorded], project: Project, *, after: int) -> bool:
+        """Apply ``events``, every event recorded after position ``after``, in one
         transaction that also records their last position. Returns ``False``, having
         changed nothing, if the views' position is no longer ``after`` (another writer
         moved it). Positions may have gaps (PostgreSQL's sequence skips the ids of
-        rolled-back inserts), so only ``after`` says what the facts follow."""
+        rolled-back inserts), so only ``after`` says what the events follow."""
 
     def try_lock_in(self, cursor: Any) -> bool:
         """Take the views' write lock in a transaction of the events' database, if no
@@ -100,7 +102,13 @@ class ViewStore(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not share the events' transactions")
 
     def write_in(
-        self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int, position: int | None = None
+        self,
+        cursor: Any,
+        events: Sequence[Recorded],
+        project: Project,
+        *,
+        after: int,
+        position: int | None = None,
     ) -> bool:
         """:meth:`write`, in a write transaction of the events' database that the caller
         holds (stores that live there, so a command's events and views commit together)."""

@@ -10,12 +10,19 @@ recorded yet.
 from __future__ import annotations
 
 import gc
-import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from sys import intern
 from typing import NamedTuple
 
-from keyledger.projections.facts import Fact, parse_time
+from keyledger.projections.recorded import (
+    Recorded,
+    RecordedGraceExpired,
+    RecordedKeyCreated,
+    RecordedKeyRegenerated,
+    RecordedKeyRevoked,
+    RecordedUserAccessRevoked,
+)
 
 
 class Principal(NamedTuple):
@@ -35,29 +42,31 @@ class Principal(NamedTuple):
 Changes = tuple[list[bytes], list[tuple[bytes, Principal]]]
 
 
-def index_changes(fact: Fact, entry_of: Callable[[bytes], Principal | None]) -> Changes:
+def index_changes(event: Recorded, entry_of: Callable[[bytes], Principal | None]) -> Changes:
     """The digests one event ends and the entries it adds, in that order.
 
     ``entry_of`` looks up a digest's current entry (a regenerated key keeps its name).
     """
-    data = fact.data
-    drops = [bytes.fromhex(digest) for digest in data.get("ended_digests", ())]
+    drops: list[bytes] = []
     puts: list[tuple[bytes, Principal]] = []
-    action = fact.action
-    if action == "KeyCreated":
-        entry = Principal(fact.account, sys.intern(data["key_id"]), data["name"], None)
-        puts.append((bytes.fromhex(data["digest"]), entry))
-    elif action == "KeyRegenerated":
-        retired = bytes.fromhex(data["retired_digest"])
-        old = entry_of(retired)
-        account, key_id, name = fact.account, sys.intern(data["key_id"]), old.name if old else ""
-        if data["mode"] == "grace":
-            puts.append((retired, Principal(account, key_id, name, parse_time(data["grace_until"]))))
-        else:
-            drops.append(retired)
-        puts.append((bytes.fromhex(data["digest"]), Principal(account, key_id, name, None)))
-    elif action == "GraceExpired":
-        drops.append(bytes.fromhex(data["retired_digest"]))
+    match event:
+        case RecordedKeyCreated():
+            entry = Principal(event.account, intern(event.key_id), event.name, None)
+            puts.append((bytes.fromhex(event.digest), entry))
+        case RecordedKeyRegenerated():
+            drops.extend(bytes.fromhex(digest) for digest in event.ended_digests)
+            retired = bytes.fromhex(event.retired_digest)
+            old = entry_of(retired)
+            account, key_id, name = event.account, intern(event.key_id), old.name if old else ""
+            if event.mode == "grace":
+                puts.append((retired, Principal(account, key_id, name, event.grace_deadline)))
+            else:
+                drops.append(retired)
+            puts.append((bytes.fromhex(event.digest), Principal(account, key_id, name, None)))
+        case RecordedGraceExpired():
+            drops.append(bytes.fromhex(event.retired_digest))
+        case RecordedKeyRevoked() | RecordedUserAccessRevoked():
+            drops.extend(bytes.fromhex(digest) for digest in event.ended_digests)
     return drops, puts
 
 
@@ -85,9 +94,9 @@ class ValidKeyIndex:
         """The entry for ``digest``, if that secret has not been ended."""
         return self._entries.get(digest)
 
-    def apply(self, fact: Fact) -> None:
+    def apply(self, event: Recorded) -> None:
         """Follow one recorded event."""
-        drops, puts = index_changes(fact, self._entries.get)
+        drops, puts = index_changes(event, self._entries.get)
         self.change(drops, puts)
 
     def change(self, drops: Iterable[bytes], puts: Iterable[tuple[bytes, Principal]]) -> None:

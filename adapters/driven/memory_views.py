@@ -15,8 +15,8 @@ from eventsourcing.popo import POPOTrackingRecorder
 from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AuditEntry, AuditQuery, entry_from
 from keyledger.projections.catalogue import KeyRow, KeyView
-from keyledger.projections.facts import Fact
 from keyledger.projections.ports import VIEWS_NAME, ConsistentRead, Project, ViewStore, ViewWriter
+from keyledger.projections.recorded import Recorded
 from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 
 
@@ -40,8 +40,8 @@ class _MemoryWriter(ViewWriter):
         for row in rows:
             self.views.rows.setdefault(row.account, {})[row.key_id] = row
 
-    def add_audit(self, fact: Fact, key_name: str | None, key_ids: Sequence[str]) -> None:
-        entry = entry_from(fact, key_name, self.views.heads.get(fact.account, GENESIS))
+    def add_audit(self, event: Recorded, key_name: str | None, key_ids: Sequence[str]) -> None:
+        entry = entry_from(event, key_name, self.views.heads.get(event.account, GENESIS))
         self.views.entries.append(entry)
         self.views.heads[entry.account] = entry.chain
 
@@ -87,16 +87,16 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
     def position(self) -> int:
         return self.max_tracking_id(VIEWS_NAME) or 0
 
-    def write(self, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
-        if not facts:
+    def write(self, events: Sequence[Recorded], project: Project, *, after: int) -> bool:
+        if not events:
             return True
         with self.lock:
             if self.position() != after:
                 return False
             writer = _MemoryWriter(self)
-            for fact in facts:
-                project(fact, writer)
-            self.insert_tracking(Tracking(VIEWS_NAME, facts[-1].position))
+            for event in events:
+                project(event, writer)
+            self.insert_tracking(Tracking(VIEWS_NAME, events[-1].position))
             return True
 
     def valid_entries(self) -> Iterator[tuple[bytes, Principal]]:

@@ -1,4 +1,5 @@
-"""The durable views in the ledger's PostgreSQL database (its schema, if one is set)."""
+"""The ledger's PostgreSQL database (its schema, if one is set): the durable views, the
+commands' transactions (the unit of work) and the listener for new events."""
 
 from __future__ import annotations
 
@@ -9,97 +10,103 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
-from eventsourcing.persistence import (
-    InterfaceError,
-    Notification,
-    OperationalError,
-    PersistenceError,
-    StoredEvent,
-)
-from eventsourcing.postgres import (
-    PostgresAggregateRecorder,
-    PostgresApplicationRecorder,
-    PostgresDatastore,
-    PostgresTrackingRecorder,
-)
-from eventsourcing.utils import retry
+from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from keyledger.adapters.driven.sql_views import SQLViews, ViewsWithin, Within, as_notifications
-from keyledger.projections.ports import VIEWS_NAME
+from keyledger.adapters.driven.sql_views import SQLViews
+from keyledger.adapters.driven.transcoding import PydanticMapper
+from keyledger.adapters.driven.unit_of_work import Transaction, UnitOfWork, as_notifications
+from keyledger.projections.ports import VIEWS_NAME, ViewStore
+from keyledger.projections.recorded import Recorded
 
 LISTEN_WAKE = 0.1
 """Seconds between checks for a stop while listening."""
 
 
-class PostgresEventRecorder(PostgresApplicationRecorder, ViewsWithin):
-    """eventsourcing's PostgreSQL recorder of events, calling :attr:`within` in the
-    transaction that inserts a command's events (which holds the events table's lock)."""
+class PostgresTransaction(Transaction):
+    """A command's transaction on PostgreSQL: eventsourcing's append (the lock timeout,
+    the events table's lock and the NOTIFY as one query, then the insert of every event
+    as one statement), then the views."""
 
-    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
-        super().__init__(datastore, events_table_name=events_table_name)
-        self.select_between_statement = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-        ).format(Identifier(datastore.schema), Identifier(events_table_name))
-        self.prelude_statement = SQL("; ").join(
-            [*self.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(self.channel_name))]
-        )
+    def append(self, stored_events: Sequence[StoredEvent]) -> list[Notification]:
+        recorder = cast(PostgresApplicationRecorder, self.recorder)
+        cursor = self.cursor
+        cursor.execute(cast(PostgresUnitOfWork, self.unit_of_work).prelude, prepare=False)
+        rows = [
+            recorder.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        cursor.execute(recorder.insert_events_statement, (rows,))
+        ids = [int(row["notification_id"]) for row in cursor.fetchall()]
+        return as_notifications(ids, stored_events)
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        within = self.within
-        if within is None or not stored_events:
-            return cast(Sequence[int] | None, super().insert_events(stored_events, **kwargs))
-        return cast(Sequence[int], self._insert_within(stored_events, within))
-
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def _insert_within(self, stored_events: Sequence[StoredEvent], within: Within) -> Sequence[int]:
-        # eventsourcing's insert (table lock, NOTIFY, INSERT ... RETURNING), then the views,
-        # in one transaction that any exception rolls back.
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            self._append(curs, stored_events)
-            ids = [int(row["notification_id"]) for row in curs.fetchall()]
-            new = as_notifications(ids, stored_events)
-            try:
-                within(curs, lambda after, upto: self._between(curs, after, upto), new)
-            except psycopg.IntegrityError as error:
-                # A view's constraint, not a version conflict: not for the command to retry.
-                raise PersistenceError(str(error)) from error
-        return ids
-
-    def _append(self, curs: Any, stored_events: Sequence[StoredEvent]) -> None:
-        """eventsourcing's append in two round trips instead of four: the lock timeout,
-        the table lock and the NOTIFY as one query (statements without parameters), then
-        the insert (whose ids the caller fetches)."""
-        curs.execute(self.prelude_statement, prepare=False)
-        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
-
-    def listen(self, notified: Callable[[], None], stopping: threading.Event) -> None:
-        """Call ``notified`` in this thread once after LISTEN is in place, then after
-        every NOTIFY of a commit, until ``stopping`` is set (seen within
-        :data:`LISTEN_WAKE` seconds). eventsourcing's subscription hands each wake
-        through two threads of its own before the caller's; beside a thread busy
-        verifying, every hand-over waits for the GIL."""
-        with self.datastore.get_connection() as connection:
-            connection.execute(SQL("LISTEN {0}").format(Identifier(self.channel_name)))
-            notified()  # whatever committed before the LISTEN took effect
-            while not stopping.is_set():
-                for _ in connection.notifies(timeout=LISTEN_WAKE, stop_after=1):
-                    if not stopping.is_set():
-                        notified()
-            # The connection goes back to the pool: it must not go on listening.
-            connection.execute(SQL("UNLISTEN {0}").format(Identifier(self.channel_name)))
-
-    def _between(self, curs: Any, after: int, upto: int) -> list[Notification]:
-        curs.execute(self.select_between_statement, (after, upto))
+    def between(self, after: int, upto: int) -> list[Notification]:
+        cursor = self.cursor
+        cursor.execute(cast(PostgresUnitOfWork, self.unit_of_work).between_statement, (after, upto))
         return [
             Notification(
                 id=row["notification_id"], originator_id=row["originator_id"],
                 originator_version=row["originator_version"], topic=row["topic"], state=bytes(row["state"]),
             )
-            for row in curs.fetchall()
+            for row in cursor.fetchall()
         ]  # fmt: skip
+
+    def apply_views(self, new: Sequence[Notification]) -> list[Recorded]:
+        try:
+            return super().apply_views(new)
+        except psycopg.IntegrityError as error:
+            # A view's constraint, not a version conflict: not for the command to retry.
+            raise PersistenceError(str(error)) from error
+
+
+class PostgresUnitOfWork(UnitOfWork):
+    """Commands' transactions on the ledger's PostgreSQL database."""
+
+    recorder: PostgresApplicationRecorder
+
+    def __init__(self, recorder: ApplicationRecorder, views: ViewStore, mapper: PydanticMapper) -> None:
+        super().__init__(recorder, views, mapper)
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        schema, table = Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name)
+        self.between_statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        ).format(schema, table)
+        self.prelude = SQL("; ").join(
+            [*recorder.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))]
+        )
+
+    @contextmanager
+    def begin(self) -> Iterator[Transaction]:
+        # eventsourcing's connection (its errors translated into eventsourcing's own) and
+        # psycopg's transaction, committed at the end of the block.
+        with (
+            self.recorder.datastore.get_connection() as connection,
+            connection.transaction(),
+            connection.cursor() as cursor,
+        ):
+            yield PostgresTransaction(cursor, self)
+
+
+def listen(recorder: ApplicationRecorder, notified: Callable[[], None], stopping: threading.Event) -> None:
+    """Call ``notified`` in this thread once after LISTEN is in place, then after every
+    NOTIFY of a commit to ``recorder``'s events, until ``stopping`` is set (seen within
+    :data:`LISTEN_WAKE` seconds). eventsourcing's subscription hands each wake through two
+    threads of its own before the caller's; beside a thread busy verifying, every
+    hand-over waits for the GIL."""
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    channel = Identifier(recorder.channel_name)
+    with recorder.datastore.get_connection() as connection:
+        connection.execute(SQL("LISTEN {0}").format(channel))
+        notified()  # whatever committed before the LISTEN took effect
+        while not stopping.is_set():
+            for _ in connection.notifies(timeout=LISTEN_WAKE, stop_after=1):
+                if not stopping.is_set():
+                    notified()
+        # The connection goes back to the pool: it must not go on listening.
+        connection.execute(SQL("UNLISTEN {0}").format(channel))
 
 
 class PostgresViews(PostgresTrackingRecorder, SQLViews):

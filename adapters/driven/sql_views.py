@@ -27,8 +27,8 @@ from eventsourcing.persistence import Notification, StoredEvent, Tracking
 from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AUDIT_FIELDS, AuditEntry, AuditQuery, entry_values
 from keyledger.projections.catalogue import KeyRow, KeyView
-from keyledger.projections.facts import Fact
 from keyledger.projections.ports import VIEWS_NAME, ConsistentRead, Project, ViewStore, ViewWriter
+from keyledger.projections.recorded import Recorded
 from keyledger.projections.valid_keys import Principal
 
 KEY_COLUMNS = (
@@ -212,13 +212,13 @@ class _Batch(ViewWriter):
         )
         return GENESIS if record is None else str(record["chain"])
 
-    def add_audit(self, fact: Fact, key_name: str | None, key_ids: Sequence[str]) -> None:
+    def add_audit(self, event: Recorded, key_name: str | None, key_ids: Sequence[str]) -> None:
         # The row straight from the stored fields: no AuditEntry model, and the times
         # kept as text (a rebuild writes one row per event).
-        account = fact.account
-        self.audit.append(entry_values(fact, key_name, self.audit_head(account), stamp_text, _json_text))
-        self.heads[account] = fact.data["chain"]
-        self.audit_keys.extend((key_id, fact.position) for key_id in key_ids)
+        account = event.account
+        self.audit.append(entry_values(event, key_name, self.audit_head(account), stamp_text, _json_text))
+        self.heads[account] = event.chain
+        self.audit_keys.extend((key_id, event.position) for key_id in key_ids)
 
     def flush(self) -> None:
         views, cursor = self.views, _Many(self.cursor)
@@ -325,11 +325,11 @@ class SQLViews(ViewStore):
         with self.read_cursor() as cursor:
             return self._max_tracking_id(VIEWS_NAME, cursor) or 0
 
-    def write(self, facts: Sequence[Fact], project: Project, *, after: int) -> bool:
-        if not facts:
+    def write(self, events: Sequence[Recorded], project: Project, *, after: int) -> bool:
+        if not events:
             return True
         with self.locked_transaction() as cursor:
-            return self.write_in(cursor, facts, project, after=after)
+            return self.write_in(cursor, events, project, after=after)
 
     def try_lock_in(self, cursor: Any) -> bool:
         """Take the views' lock in the caller's transaction if it is free (SQLite: the
@@ -341,9 +341,15 @@ class SQLViews(ViewStore):
         return self._max_tracking_id(VIEWS_NAME, cursor) or 0
 
     def write_in(
-        self, cursor: Any, facts: Sequence[Fact], project: Project, *, after: int, position: int | None = None
+        self,
+        cursor: Any,
+        events: Sequence[Recorded],
+        project: Project,
+        *,
+        after: int,
+        position: int | None = None,
     ) -> bool:
-        """Apply ``facts`` in the caller's write transaction, which must hold the views'
+        """Apply ``events`` in the caller's write transaction, which must hold the views'
         lock (or the database's write lock); ``False`` if the views are not at ``after``.
         ``position``: the views' position, if the caller read it in this transaction."""
         if position is None:
@@ -351,11 +357,11 @@ class SQLViews(ViewStore):
         if position != after:
             return False
         batch = _Batch(self, cursor, fresh=position == 0)
-        for fact in facts:
-            project(fact, batch)
+        for event in events:
+            project(event, batch)
         with self.writes_together(cursor) as tracking_cursor:
             batch.flush()
-            self._insert_tracking(tracking_cursor, Tracking(VIEWS_NAME, facts[-1].position))
+            self._insert_tracking(tracking_cursor, Tracking(VIEWS_NAME, events[-1].position))
         return True
 
     def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:

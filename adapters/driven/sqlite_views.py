@@ -1,11 +1,13 @@
-"""The durable views in the ledger's SQLite file."""
+"""The ledger's SQLite file: the durable views, the commands' transactions (the unit of
+work) and the reader of the whole log."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -22,8 +24,10 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from keyledger.adapters.driven.sql_views import EventRow, SQLViews, ViewsWithin, as_notifications
+from keyledger.adapters.driven.sql_views import EventRow, SQLViews
+from keyledger.adapters.driven.unit_of_work import Transaction, UnitOfWork, as_notifications
 from keyledger.projections.ports import VIEWS_NAME
+from keyledger.projections.recorded import Recorded
 
 
 class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
@@ -88,59 +92,87 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
         c.execute("DELETE FROM tracking WHERE application_name = ?", [VIEWS_NAME])
 
 
-class SQLiteEventRecorder(SQLiteApplicationRecorder, ViewsWithin):
-    """eventsourcing's SQLite recorder of events, calling :attr:`within` in the
-    transaction that inserts a command's events (which holds the database's write lock)."""
+class SQLiteTransaction(Transaction):
+    """A command's transaction on SQLite: eventsourcing's insert statement, once per event
+    (as its own recorder does, for the positions), then the views; the first insert takes
+    the database's write lock, so no other writer runs until the commit."""
 
-    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
-        super().__init__(datastore, events_table_name)
+    def append(self, stored_events: Sequence[StoredEvent]) -> list[Notification]:
+        statement = cast(SQLiteApplicationRecorder, self.recorder).insert_events_statement
+        cursor = self.cursor
+        ids = []
+        for event in stored_events:
+            originator_id = event.originator_id
+            cursor.execute(
+                statement,
+                (
+                    originator_id.hex if isinstance(originator_id, UUID) else originator_id,
+                    event.originator_version,
+                    event.topic,
+                    event.state,
+                ),
+            )
+            ids.append(cursor.lastrowid)
+        return as_notifications(ids, stored_events)
+
+    def between(self, after: int, upto: int) -> list[Notification]:
+        recorder = cast(SQLiteApplicationRecorder, self.recorder)
         # The table name is eventsourcing's constant, never input.
-        self.select_rows_statement = (
-            f"SELECT rowid, originator_id, originator_version, topic, state FROM {events_table_name} "  # noqa: S608
-            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        self.cursor.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
+            f"FROM {recorder.events_table_name} WHERE rowid > ? AND rowid <= ? ORDER BY rowid",
+            (after, upto),
+        )
+        return [
+            Notification(
+                id=row[0], originator_id=recorder.convert_originator_id(row[1]),
+                originator_version=row[2], topic=row[3], state=row[4],
+            )
+            for row in self.cursor.fetchall()
+        ]  # fmt: skip
+
+    def apply_views(self, new: Sequence[Notification]) -> list[Recorded]:
+        # A view's constraint is not a version conflict: not for the command to retry.
+        with _translated(conflicts=False):
+            return super().apply_views(new)
+
+
+class SQLiteUnitOfWork(UnitOfWork):
+    """Commands' transactions on the ledger's SQLite file."""
+
+    recorder: SQLiteApplicationRecorder
+
+    @contextmanager
+    def begin(self) -> Iterator[Transaction]:
+        # eventsourcing's transaction: BEGIN, then COMMIT at the end (or ROLLBACK), its
+        # errors translated into eventsourcing's own.
+        with _translated(), self.recorder.datastore.transaction(commit=True) as cursor:
+            yield SQLiteTransaction(cursor, self)
+
+
+class SQLiteRowReader:
+    """Reads the whole log as plain rows (position, originator id as stored, version,
+    topic, state): what the readers of the log need, without a Notification and a UUID
+    per event."""
+
+    def __init__(self, recorder: SQLiteApplicationRecorder) -> None:
+        self.datastore = recorder.datastore
+        # The table name is eventsourcing's constant, never input.
+        self.statement = (
+            "SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
+            f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?"
         )
 
-    def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events, **kwargs)
-        within = self.within
-        if within is not None and ids:
-            new = as_notifications(ids, stored_events)
-            with _translated(conflicts=False):
-                within(c, lambda after, upto: self._between(c, after, upto), new)
-        return ids
-
-    def select_rows(self, after: int, limit: int) -> list[EventRow]:
-        """Up to ``limit`` events after position ``after`` as plain rows (position,
-        originator id as stored, version, topic, state): what the readers of the whole
-        log need, without a Notification and a UUID per event."""
+    def __call__(self, after: int, limit: int) -> list[EventRow]:
+        """Up to ``limit`` events after position ``after``."""
         # One statement, no BEGIN and ROLLBACK around it (see SQLiteViews.read_cursor).
         with self.datastore.get_connection(commit=False) as connection, _translated():
             cursor = connection.cursor().sqlite_cursor
             try:
                 cursor.row_factory = None
-                return cursor.execute(self.select_rows_statement, (after, limit)).fetchall()
+                return cursor.execute(self.statement, (after, limit)).fetchall()
             finally:
                 cursor.close()
-
-    def _between(self, c: SQLiteCursor, after: int, upto: int) -> list[Notification]:
-        # The table name is eventsourcing's constant, never input.
-        c.execute(
-            f"SELECT rowid, originator_id, originator_version, topic, state FROM {self.events_table_name} "  # noqa: S608
-            "WHERE rowid > ? AND rowid <= ? ORDER BY rowid",
-            (after, upto),
-        )
-        return [
-            Notification(
-                id=row[0],
-                originator_id=self.convert_originator_id(row[1]),
-                originator_version=row[2],
-                topic=row[3],
-                state=row[4],
-            )
-            for row in c.fetchall()
-        ]
 
 
 @contextmanager
@@ -163,8 +195,8 @@ def _translated(*, conflicts: bool = True) -> Iterator[None]:
 def row_reader(recorder: ApplicationRecorder) -> Callable[[int, int], Sequence[EventRow]]:
     """``read(after, limit)``: the recorder's events after a position, as rows (plain
     tuples from SQLite; built from notifications elsewhere)."""
-    if isinstance(recorder, SQLiteEventRecorder):
-        return recorder.select_rows
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        return SQLiteRowReader(recorder)
 
     def read(after: int, limit: int) -> list[EventRow]:
         return [

@@ -81,8 +81,6 @@ def parse_url(url: str) -> StoreSettings:
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": path,
                 "SQLITE_LOCK_TIMEOUT": "10",
-                # Events and views in one commit (see SQLiteEventRecorder).
-                "APPLICATION_RECORDER_TOPIC": "keyledger.adapters.driven.sqlite_views:SQLiteEventRecorder",
             },
         )
     if scheme in ("postgresql", "postgres"):
@@ -110,10 +108,6 @@ def parse_url(url: str) -> StoreSettings:
                 "POSTGRES_USER": unquote(parts.username or "postgres"),
                 "POSTGRES_PASSWORD": unquote(parts.password or ""),
                 "POSTGRES_CONNECT_TIMEOUT": "5",
-                # Events and views in one commit (see PostgresEventRecorder).
-                "APPLICATION_RECORDER_TOPIC": (
-                    "keyledger.adapters.driven.postgres_views:PostgresEventRecorder"
-                ),
             },
         )
     raise InvalidInput("url", "must start with memory://, sqlite:/// or postgresql://")

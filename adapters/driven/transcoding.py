@@ -2,7 +2,10 @@
 
 The mapper stores each event's ``stored_state()`` (pydantic's JSON mode, so freezegun's
 datetimes and timezone-aware values serialise plainly) and rebuilds events by calling
-their class, so pydantic validates what it reads. Cipher, compression and upcasting
+their class, so pydantic validates what it reads; for the projections it builds each
+event's :class:`~keyledger.projections.recorded.Recorded` straight from the stored JSON
+instead (no validation: one is built per event when the views are rebuilt or followed).
+Cipher, compression and upcasting
 (``class_version`` with ``upcast_vN_vN+1`` class methods) work as in eventsourcing's own
 mapper. Stored topics are the classes' stable ``TOPIC`` names, registered here, never a
 module path, so moving a class never orphans history.
@@ -16,12 +19,12 @@ from uuid import UUID
 import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent, Transcoder
-from eventsourcing.utils import register_topic, resolve_topic
+from eventsourcing.utils import TopicError, register_topic, resolve_topic
 from pydantic import BaseModel, ValidationError
 
 from keyledger.domain import EVENT_CLASSES, IntegrityViolation, Keyring, KeyringSnapshot
 from keyledger.domain.chain import canonical
-from keyledger.projections.facts import Fact, action_of
+from keyledger.projections.recorded import RECORDED, Recorded
 
 STORED_CLASSES: tuple[type[Any], ...] = (Keyring, KeyringSnapshot, *EVENT_CLASSES)
 """Every class whose topic is stored, each under its stable ``TOPIC`` name."""
@@ -83,19 +86,39 @@ class PydanticMapper(Mapper[UUID]):
                 f"cannot read stored event {what}: {type(error).__name__}"
             ) from error
 
-    def to_fact(self, stored_event: StoredEvent, position: int, previous: int) -> Fact:
-        """What the views read of a stored event: its fields as JSON types, upcast, no
-        pydantic validation (the rebuild path does no more work than the views need)."""
-        return self.fact(
+    def to_recorded(self, stored_event: StoredEvent, position: int, previous: int) -> Recorded:
+        """A stored event as the projections read it: typed, built from its fields as JSON
+        types, upcast, no pydantic validation (the rebuild path does no more work than
+        the views need). Raises :class:`MapperDeserialisationError` if it cannot be read."""
+        return self.recorded(
             stored_event.state, stored_event.topic, stored_event.originator_version, position, previous
         )
 
-    def fact(self, state: bytes, topic: str, version: int, position: int, previous: int) -> Fact:
-        """:meth:`to_fact` of a stored event given as its parts (a row of the events table)."""
-        data = self.decode_bytes(state, position)
-        if "class_version" in data:
-            upcast(resolve_topic(topic), data)
-        return Fact(position, version, action_of(topic), data, previous)
+    def recorded(self, state: bytes, topic: str, version: int, position: int, previous: int) -> Recorded:
+        """:meth:`to_recorded` of a stored event given as its parts (a row of the events table)."""
+        return self.recorded_from(self.decode_bytes(state, position), topic, version, position, previous)
+
+    def recorded_from(
+        self, fields: dict[str, Any], topic: str, version: int, position: int, previous: int
+    ) -> Recorded:
+        """:meth:`to_recorded` of a stored event's decoded fields (upcast here, in place)."""
+        kind = RECORDED.get(topic)
+        try:
+            if kind is None:
+                raise TopicError(topic)
+            if "class_version" in fields or kind.event.class_version > 1:
+                upcast(kind.event, fields)
+            return kind.read(fields, position, version, previous)
+        except (KeyError, TypeError, TopicError) as error:
+            if kind is None:
+                problem = "no such event"
+            elif isinstance(error, KeyError):
+                problem = f"field {error} missing"
+            else:
+                problem = f"its fields do not fit it ({type(error).__name__})"
+            raise MapperDeserialisationError(
+                f"cannot read stored event at position {position}, topic {topic!r}: {problem}"
+            ) from error
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         cls = resolve_topic(stored_event.topic)

@@ -20,7 +20,7 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from keyledger import Actor, Ledger, StoreUnavailable
-from keyledger.adapters.driven.sqlite_views import SQLiteEventRecorder
+from keyledger.adapters.driven.sqlite_views import SQLiteRowReader
 from keyledger.testing import ManualClock
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def test_the_views_are_at_the_commands_position_when_it_returns(
     ledger: Ledger, path: Path, alice: Actor
 ) -> None:
     issued = ledger.create_key(alice, name="ci")
-    ledger.regenerate_key(alice, issued.key_id)
+    ledger.regenerate_key(alice, issued.key_id, mode="grace")
     assert views_position(path) == count(path, "stored_events") == 2
     assert count(path, "keyledger_audit") == 2
     assert ledger.verify(issued.secret.get_secret_value()) is not None
@@ -167,13 +167,13 @@ def test_a_command_that_follows_on_reads_no_more_events_after_its_commit(
     to its position: nothing is read after the commit (newer events of other processes
     are the followers' to apply)."""
     reads: list[int] = []
-    original = SQLiteEventRecorder.select_rows
+    original = SQLiteRowReader.__call__
 
-    def counted(self: SQLiteEventRecorder, after: int, limit: int) -> Any:
+    def counted(self: SQLiteRowReader, after: int, limit: int) -> Any:
         reads.append(after)
         return original(self, after, limit)
 
-    monkeypatch.setattr(SQLiteEventRecorder, "select_rows", counted)
+    monkeypatch.setattr(SQLiteRowReader, "__call__", counted)
     with Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as ledger:
         ledger.create_key(alice, name="first")
         reads.clear()
@@ -215,7 +215,7 @@ def test_an_event_the_views_cannot_take_fails_the_command_cleanly(
     def broken(*_: object) -> None:
         raise ValueError("a projection bug")
 
-    monkeypatch.setattr("keyledger.follower.project", broken)
+    monkeypatch.setattr("keyledger.adapters.driven.unit_of_work.project", broken)
     with pytest.raises(StoreUnavailable) as raised:
         ledger.create_key(alice, name="lost")
     assert "a projection bug" not in str(raised.value)
@@ -228,9 +228,9 @@ def test_a_command_whose_events_committed_returns_its_secret_when_the_views_fail
     """A failure after the commit never loses the new secret: the command returns it, it
     works once the views have caught up, and nothing answers from the stale index meanwhile."""
     with Ledger.open(f"sqlite:///{path}", clock=clock, follow=False) as ledger:
-        recorder: Any = ledger._connection.app.recorder
-        monkeypatch.setattr(recorder, "within", None)  # the views are written after the commit
         store: Any = ledger._connection.views
+        # As if another writer held the views: they are written after the commit.
+        monkeypatch.setattr(store, "try_lock_in", lambda cursor: False)
 
         def failing_write(*_: object, **__: object) -> bool:
             raise OperationalError("disk I/O error")
@@ -262,9 +262,9 @@ def test_a_revocation_whose_views_fail_after_the_commit_is_never_answered_from_t
     with Ledger.open(f"sqlite:///{path}", clock=clock) as ledger:
         revoked = ledger.create_key(alice, name="revoked")
         kept = ledger.create_key(alice, name="kept").secret.get_secret_value()
-        recorder: Any = ledger._connection.app.recorder
+        store: Any = ledger._connection.views
         follower: Any = ledger._connection.follower
-        monkeypatch.setattr(recorder, "within", None)
+        monkeypatch.setattr(store, "try_lock_in", lambda cursor: False)
         monkeypatch.setattr(follower, "catch_up", lambda *_: (_ for _ in ()).throw(OSError("stuck")))
 
         ledger.revoke_key(alice, revoked.key_id)

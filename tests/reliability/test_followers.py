@@ -19,7 +19,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +64,9 @@ class Writer(threading.Thread):
             issued = self.ledger.create_key(actor, name=f"key {len(self.secrets)}")
             keys.append(issued.key_id)
         elif roll < 0.85:
-            issued = self.ledger.regenerate_key(actor, self.rng.choice(keys), grace=roll < 0.75)
+            issued = self.ledger.regenerate_key(
+                actor, self.rng.choice(keys), mode="grace" if roll < 0.75 else "immediate"
+            )
         else:
             key_id = keys.pop(self.rng.randrange(len(keys)))
             with contextlib.suppress(KeyAlreadyRevoked):
@@ -230,16 +232,26 @@ class TestATransactionHeldOpenOnPostgreSQL:
 def hold_an_append(holder: Ledger, writer: Writer) -> int:
     """Hold one create open inside its append (table locked, not committed) for a second
     while the writer goes on; returns how many events committed meanwhile."""
-    recorder: Any = holder._connection.app.recorder
-    within = recorder.within  # called inside the append, after the insert, before the commit
+    unit_of_work: Any = holder._connection.unit_of_work
+    begin = unit_of_work.begin
     inside, release = threading.Event(), threading.Event()
 
-    def within_and_hold(*args: Any) -> None:
-        within(*args)
-        inside.set()
-        release.wait(10)
+    @contextlib.contextmanager
+    def begin_and_hold() -> Iterator[Any]:
+        # After the insert and the views, before the commit.
+        with begin() as transaction:
+            apply_views = transaction.apply_views
 
-    recorder.within = within_and_hold
+            def apply_and_hold(new: Any) -> Any:
+                applied = apply_views(new)
+                inside.set()
+                release.wait(10)
+                return applied
+
+            transaction.apply_views = apply_and_hold
+            yield transaction
+
+    unit_of_work.begin = begin_and_hold
     admin = Actor(user_id="root", account="acme", permissions=set(Permission))
     thread = threading.Thread(target=holder.create_key, args=(admin,), kwargs={"name": "held"})
     thread.start()
@@ -251,7 +263,7 @@ def hold_an_append(holder: Ledger, writer: Writer) -> int:
     finally:
         release.set()
         thread.join(10)
-        recorder.within = within
+        del unit_of_work.begin  # the class's own again
     return during
 
 

@@ -245,28 +245,30 @@ class TestPostgreSQLConnectionsKilledMidCommand:
     """A command whose PostgreSQL connection is killed inside its append either succeeds
     once (the append is retried on a new connection) or fails cleanly, recording nothing."""
 
-    def kill_inside_appends(self, ledger: Ledger, url: str, times: int) -> list[int]:
-        """Terminate the connection inside each of the next ``times`` appends; returns the
-        backends killed."""
-        recorder: Any = ledger._connection.app.recorder
-        insert = recorder._append  # the append inside a command's transaction
+    def kill_inside_appends(self, monkeypatch: pytest.MonkeyPatch, url: str, times: int) -> list[int]:
+        """Terminate the connection inside each of the next ``times`` appends (the unit of
+        work's, in a command's transaction); returns the backends killed."""
+        from keyledger.adapters.driven.postgres_views import PostgresTransaction
+
+        append = PostgresTransaction.append
         killed: list[int] = []
 
-        def killing_insert(curs: Any, *args: Any, **kwargs: Any) -> Any:
+        def killing_append(transaction: Any, *args: Any, **kwargs: Any) -> Any:
             if len(killed) < times:
-                killed.append(curs.connection.info.backend_pid)
+                killed.append(transaction.cursor.connection.info.backend_pid)
                 terminate_backend(url, killed[-1])
-            return insert(curs, *args, **kwargs)
+            return append(transaction, *args, **kwargs)
 
-        recorder._append = killing_insert
+        monkeypatch.setattr(PostgresTransaction, "append", killing_append)
         return killed
 
     def test_a_connection_killed_once_is_retried_and_the_command_succeeds_once(
-        self, pg_url: str, tally: Tally
+        self, pg_url: str, tally: Tally, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The append retries on a new connection: the create succeeds, recorded exactly once."""
+        """The command tries again on a new connection: the create succeeds, recorded
+        exactly once."""
         with Ledger.open(pg_url) as ledger:
-            killed = self.kill_inside_appends(ledger, pg_url, 1)
+            killed = self.kill_inside_appends(monkeypatch, pg_url, 1)
 
             issued, error = attempt(lambda: ledger.create_key(ALICE, name="killed once"))
 
@@ -281,14 +283,14 @@ class TestPostgreSQLConnectionsKilledMidCommand:
         assert names == ["killed once"]
 
     def test_connections_killed_every_time_fail_cleanly_and_work_resumes(
-        self, pg_url: str, tally: Tally
+        self, pg_url: str, tally: Tally, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Killed on every retry, the create raises StoreUnavailable, records nothing, and the
         next create works."""
         with Ledger.open(pg_url) as ledger:
-            killed = self.kill_inside_appends(ledger, pg_url, 1000)
+            killed = self.kill_inside_appends(monkeypatch, pg_url, 1000)
             issued, error = attempt(lambda: ledger.create_key(ALICE, name="always killed"))
-            del ledger._connection.app.recorder._append  # type: ignore[attr-defined]
+            monkeypatch.undo()
             after = ledger.create_key(ALICE, name="after").secret.get_secret_value()
 
         intact, names = recovered(pg_url, [after], ["always killed", "after"])

@@ -98,7 +98,9 @@ class Commands:
             key_id = self.rng.choice(known)
             grace = self.rng.random() < 0.5
             try:
-                issued = ledger.regenerate_key(self.actor(user, account), key_id, grace=grace)
+                issued = ledger.regenerate_key(
+                    self.actor(user, account), key_id, mode="grace" if grace else "immediate"
+                )
             except KeyAlreadyRevoked:
                 known.remove(key_id)
                 raise
@@ -176,10 +178,10 @@ def follower(order: Record) -> None:
     log = logger_for(order["log"])
     advance = Follower._advance
 
-    def logged(self: Follower, facts: list[Any]) -> None:
+    def logged(self: Follower, events: list[Any]) -> None:
         before = self.position
-        advance(self, facts)
-        log({"after": before, "positions": [fact.position for fact in facts]})
+        advance(self, events)
+        log({"after": before, "positions": [event.position for event in events]})
 
     Follower._advance = logged  # type: ignore[method-assign]
     ledger = Ledger.open(order["url"])

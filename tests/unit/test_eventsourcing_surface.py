@@ -7,12 +7,12 @@ the library's own recorder cases run against keyledger's recorders in
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
 import pytest
-from eventsourcing.application import Application
 from eventsourcing.popo import POPOTrackingRecorder
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
@@ -25,20 +25,21 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore, SQL
 WRITTEN_AGAINST = "9.5"
 
 PRIVATE_METHODS: list[tuple[Callable[..., Any], list[str], str]] = [
-    (SQLiteApplicationRecorder._insert_events, ["self", "c", "stored_events"], "adapters/sqlite_views.py"),
-    (PostgresAggregateRecorder._insert_stored_events, ["self", "curs", "stored_events"], "postgres_views.py"),
-    (SQLiteTrackingRecorder._max_tracking_id, ["self", "application_name", "c"], "adapters/sql_views.py"),
-    (SQLiteTrackingRecorder._insert_tracking, ["self", "c", "tracking"], "adapters/sql_views.py"),
+    (
+        SQLiteTrackingRecorder._max_tracking_id,
+        ["self", "application_name", "c"],
+        "adapters/driven/sql_views.py",
+    ),
+    (SQLiteTrackingRecorder._insert_tracking, ["self", "c", "tracking"], "adapters/driven/sql_views.py"),
     (
         PostgresTrackingRecorder._max_tracking_id,
         ["self", "application_name", "curs"],
-        "adapters/sql_views.py",
+        "adapters/driven/sql_views.py",
     ),
-    (PostgresTrackingRecorder._insert_tracking, ["self", "curs", "tracking"], "adapters/sql_views.py"),
-    (Application._take_snapshots, ["self", "processing_event"], "keyledger/application.py"),
-    (SQLiteDatastore.get_connection, ["self", "commit"], "adapters/sqlite_views.py"),
-    (PostgresDatastore.get_connection, ["self"], "adapters/postgres_views.py"),
-    (PostgresDatastore.transaction, ["self", "commit"], "adapters/postgres_views.py"),
+    (PostgresTrackingRecorder._insert_tracking, ["self", "curs", "tracking"], "adapters/driven/sql_views.py"),
+    (SQLiteDatastore.get_connection, ["self", "commit"], "adapters/driven/sqlite_views.py"),
+    (PostgresDatastore.get_connection, ["self"], "adapters/driven/postgres_views.py"),
+    (PostgresDatastore.transaction, ["self", "commit"], "adapters/driven/postgres_views.py"),
 ]
 
 
@@ -68,8 +69,35 @@ def test_the_popo_tracking_recorder_keeps_its_positions_where_memory_views_reset
 
 
 def test_the_postgres_recorder_still_names_its_lock_statements_and_channel() -> None:
-    """adapters/postgres_views.py sends the table lock and NOTIFY as one query."""
+    """adapters/driven/postgres_views.py's unit of work sends the table lock and NOTIFY as
+    one query, then eventsourcing's insert statement."""
     source = inspect.getsource(PostgresApplicationRecorder.__init__)
 
     assert "lock_table_statements" in source
     assert "channel_name" in source
+    assert "insert_events_statement" in inspect.getsource(PostgresAggregateRecorder.__init__)
+    assert "RETURNING notification_id" in source
+
+
+@pytest.mark.parametrize(
+    ("recorder", "attributes"),
+    [
+        (SQLiteApplicationRecorder, ["insert_events_statement", "events_table_name", "datastore"]),
+        (
+            PostgresApplicationRecorder,
+            ["insert_events_statement", "lock_table_statements", "channel_name", "datastore"],
+        ),
+    ],
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_the_recorders_set_the_attributes_the_unit_of_work_appends_with(
+    recorder: type[Any], attributes: list[str]
+) -> None:
+    """The unit of work (adapters/driven/unit_of_work.py and its store subclasses) appends
+    with these public attributes of eventsourcing's recorders."""
+    source = "".join(
+        inspect.getsource(cls) for cls in recorder.__mro__ if cls.__module__.startswith("eventsourcing")
+    )
+
+    for attribute in attributes:
+        assert re.search(rf"self\.{attribute}\b[^=\n]*=", source), attribute

@@ -9,8 +9,8 @@ from keyledger.adapters.driven.memory_views import MemoryViews
 from keyledger.domain import Actor, Keyring, NewSecret, Permission
 from keyledger.domain.chain import GENESIS
 from keyledger.domain.keys import digest, generate_key, hint
-from keyledger.projections.facts import Fact
 from keyledger.projections.project import project
+from keyledger.projections.recorded import read_recorded
 
 ACCOUNT = "acme"
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -32,12 +32,12 @@ def minutes(n: int) -> datetime:
 
 def projected(events: list[Keyring.Event]) -> MemoryViews:
     """The views after following ``events`` from an empty ledger."""
-    facts = [
-        Fact(position, event.originator_version, type(event).__name__, event.stored_state(), position - 1)
+    recorded = [
+        read_recorded(event.stored_state(), event.TOPIC, position, event.originator_version, position - 1)
         for position, event in enumerate(events, start=1)
     ]
     views = MemoryViews()
-    assert views.write(facts, project, after=0)
+    assert views.write(recorded, project, after=0)
     return views
 
 

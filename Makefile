@@ -41,4 +41,4 @@ lint: $(STAMP)
 	MYPYPATH=build/typecheck $(BIN)/mypy -p keyledger
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache keyledger.db keyledger.db-wal keyledger.db-shm
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache keyledger.db keyledger.db-wal keyledger.db-shm keyledger.db.lock

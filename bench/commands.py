@@ -23,7 +23,7 @@ def mix(ledger: Ledger, actor: Actor) -> Iterator[str]:
     while True:
         issued = ledger.create_key(actor, name="bench key", application="bench")
         yield "create"
-        ledger.regenerate_key(actor, issued.key_id, grace=True)
+        ledger.regenerate_key(actor, issued.key_id, mode="grace")
         yield "regenerate"
         ledger.revoke_key(actor, issued.key_id, reason="bench")
         yield "revoke"

@@ -8,6 +8,10 @@ That is what makes the user-access cascade race-free: a key can only be created,
 given a new secret, by a user whose access is not revoked at the version the event is
 appended on, and revoking a user's access removes, in the same append, every key that
 user could still use (see :meth:`Keyring.revoke_user_access`).
+
+Recorded time never goes back within an account: each command records its events at
+the clock's time, or at the time of the account's previous event if the clock reads
+earlier (:meth:`Keyring.recording_time`).
 """
 
 from __future__ import annotations
@@ -306,6 +310,15 @@ class Keyring:
         collected, self._pending_events = self._pending_events, []
         return collected
 
+    def recording_time(self, now: datetime) -> datetime:
+        """The time a command at ``now`` records its events at: ``now``, or the time of
+        this account's previous event if ``now`` is earlier (a clock stepped back, or
+        two machines whose clocks differ). The command then runs at that time throughout:
+        a grace deadline is the recorded regeneration time plus the grace period, so
+        ``grace_until - timestamp`` is always exactly the period, and recorded time never
+        goes back within an account. Costs nothing: the Keyring knows its last time."""
+        return now if now >= self._modified_on else self._modified_on
+
     # Rules: each raises before anything changes.
 
     def check_actor(self, actor: Actor, permission: Permission) -> None:
@@ -340,6 +353,7 @@ class Keyring:
         self, actor: Actor, *, name: str, purpose: str, application: str, secret: NewSecret, now: datetime
     ) -> str:
         """Create a key for ``secret``; returns its new key id."""
+        now = self.recording_time(now)
         self.check_actor(actor, Permission.INTEGRATION)
         key_id = new_key_id()
         while key_id in self.keys:
@@ -365,6 +379,7 @@ class Keyring:
 
         Returns the old secret's deadline (``None`` when it stopped at once).
         """
+        now = self.recording_time(now)
         self.check_actor(actor, Permission.INTEGRATION)
         record = self.check_key(key_id)
         assert record.current is not None
@@ -385,6 +400,7 @@ class Keyring:
 
     def revoke_key(self, actor: Actor, key_id: str, *, reason: str | None, now: datetime) -> None:
         """Revoke the key: none of its secrets works again."""
+        now = self.recording_time(now)
         self.check_actor(actor, Permission.INTEGRATION)
         record = self.check_key(key_id)
         self._trigger(
@@ -401,6 +417,7 @@ class Keyring:
         each active key they created, and each active key with a secret that works at
         ``now`` (current, or in grace before its deadline) issued to them by a
         regeneration. Returns the removed key ids, in creation order."""
+        now = self.recording_time(now)
         self.check_actor(actor, Permission.USER_MANAGEMENT)
         if user_id == actor.user_id:
             raise PermissionDenied(f"user {user_id!r} cannot revoke their own access")
@@ -451,6 +468,7 @@ class Keyring:
 
     def restore_user_access(self, actor: Actor, user_id: str, *, now: datetime) -> None:
         """Let a revoked user manage keys again (their removed keys stay removed)."""
+        now = self.recording_time(now)
         self.check_actor(actor, Permission.USER_MANAGEMENT)
         if user_id not in self.revoked_users:
             raise UserAccessUnchanged(f"user {user_id!r} does not have their access revoked")
@@ -458,6 +476,7 @@ class Keyring:
 
     def expire_grace(self, now: datetime) -> int:
         """Record ``GraceExpired`` for each secret whose deadline is at or before ``now``."""
+        now = self.recording_time(now)
         passed = [
             (secret.grace_until, record.key_id, secret.digest)
             for record in self.keys.values()

@@ -4,17 +4,21 @@ Run it (from the repository, after ``make demo`` or ``make test`` made ``.venv``
 
     .venv/bin/python examples/flask_service.py
 
-It serves http://127.0.0.1:8000 with the ledger at ``KEYLEDGER_URL`` (else
-``./keyledger.db``), records grace expiries every minute, and prints how to create a key
-with the CLI and call the service with curl. Every route but ``/health`` needs a key; a
+It serves http://127.0.0.1:8000 (``--port N`` or the ``PORT`` variable choose another
+port) with the ledger at ``KEYLEDGER_URL`` (else ``./keyledger.db``), records grace
+expiries every minute, and prints how to create a key with the CLI and call the
+service with curl. Every route but ``/health`` needs a key; a
 route finds who called in ``request.environ["keyledger.principal"]``. Flask's own server
 is for trying things out; in production, serve ``app`` with gunicorn or waitress.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import os
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from flask import Flask, jsonify, request
@@ -23,7 +27,7 @@ from flask.typing import ResponseReturnValue
 from keyledger import Ledger, Principal
 from keyledger.adapters.wsgi import PRINCIPAL_KEY, ApiKeyMiddleware
 
-HOST, PORT = "127.0.0.1", 8000
+HOST, DEFAULT_PORT = "127.0.0.1", 8000
 URL = os.environ.get("KEYLEDGER_URL") or f"sqlite:///{Path('keyledger.db').resolve()}"
 
 ledger = Ledger.open(URL)
@@ -45,10 +49,25 @@ def orders() -> ResponseReturnValue:
     return jsonify(account=principal.account, key=principal.key_id, orders=[])
 
 
-def instructions() -> str:
+def chosen_port(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """The port to serve on: ``--port N``, else the ``PORT`` variable, else 8000."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--port", type=int, help=f"the port (default: PORT, else {DEFAULT_PORT})")
+    given = parser.parse_args(argv).port
+    if given is None:
+        text = environ.get("PORT") or str(DEFAULT_PORT)
+        if not text.isdigit():
+            parser.error(f"PORT must be a port number, not {text!r}")
+        given = int(text)
+    if not 1 <= given <= 65535:
+        parser.error(f"the port must be from 1 to 65535, not {given}")
+    return given
+
+
+def instructions(port: int = DEFAULT_PORT) -> str:
     """How to try the service from another terminal."""
     url = "" if "KEYLEDGER_URL" in os.environ else f" --url '{URL}'"
-    base = f"http://{HOST}:{PORT}"
+    base = f"http://{HOST}:{port}"
     return f"""keyledger Flask example on {base}, ledger {ledger.store}
 
 In another terminal, create a key (printed once; keep it in a file, not in shell history):
@@ -62,5 +81,6 @@ Without a key you get 401:
 
 
 if __name__ == "__main__":
-    print(instructions())
-    app.run(host=HOST, port=PORT)
+    port = chosen_port(sys.argv[1:], os.environ)
+    print(instructions(port))
+    app.run(host=HOST, port=port)

@@ -30,12 +30,21 @@ from keyledger.ledger import Ledger
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.catalogue import GraceSecret, KeyView
 from keyledger.report import ComplianceReport
-from keyledger.results import AccountHead, Checkpoint, Health, IntegrityReport, IssuedKey, Principal
+from keyledger.results import (
+    AccountHead,
+    AccountSummary,
+    Checkpoint,
+    Health,
+    IntegrityReport,
+    IssuedKey,
+    Principal,
+)
 
 __all__ = [
     "DEFAULT_ACCOUNT",
     "AccessRevoked",
     "AccountHead",
+    "AccountSummary",
     "Actor",
     "AuditEntry",
     "Checkpoint",

@@ -12,6 +12,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from eventsourcing.persistence import PersistenceError
 
@@ -39,9 +40,17 @@ def system_clock() -> datetime:
 
 def key_prefix(given: str | None) -> str:
     """The prefix of the keys a ledger issues: ``given``, else ``KEYLEDGER_KEY_PREFIX``,
-    else ``kl``."""
-    chosen = given if given is not None else os.environ.get(PREFIX_VARIABLE) or keyformat.DEFAULT_PREFIX
-    return keyformat.check_prefix(chosen)
+    else ``kl``. A bad value is refused naming where it came from (the argument, or the
+    variable)."""
+    if given is not None:
+        return keyformat.check_prefix(given)
+    from_environment = os.environ.get(PREFIX_VARIABLE)
+    if not from_environment:
+        return keyformat.DEFAULT_PREFIX
+    try:
+        return keyformat.check_prefix(from_environment)
+    except InvalidInput as error:
+        raise InvalidInput(PREFIX_VARIABLE, error.reason) from None
 
 
 def grace_period(given: timedelta | None) -> timedelta:
@@ -51,10 +60,15 @@ def grace_period(given: timedelta | None) -> timedelta:
         text = os.environ.get(GRACE_VARIABLE)
         if not text:
             return DEFAULT_GRACE_PERIOD
+        lowest, highest = int(MIN_GRACE_PERIOD.total_seconds()), int(MAX_GRACE_PERIOD.total_seconds())
+        within = f"must be a number of seconds from {lowest} to {highest} (1 minute to 7 days)"
         try:
-            given = timedelta(seconds=float(text))
+            from_environment = timedelta(seconds=float(text))
         except (ValueError, OverflowError):
-            raise InvalidInput(GRACE_VARIABLE, "must be a number of seconds") from None
+            raise InvalidInput(GRACE_VARIABLE, within) from None
+        if not MIN_GRACE_PERIOD <= from_environment <= MAX_GRACE_PERIOD:
+            raise InvalidInput(GRACE_VARIABLE, within)
+        return from_environment
     if not isinstance(given, timedelta) or not MIN_GRACE_PERIOD <= given <= MAX_GRACE_PERIOD:
         raise InvalidInput("grace_period", "must be a timedelta from 1 minute to 7 days")
     return given
@@ -62,7 +76,14 @@ def grace_period(given: timedelta | None) -> timedelta:
 
 def connect(settings: StoreSettings) -> tuple[KeyringApplication, AccountLocks]:
     """The eventsourcing application and the account locks of the store ``settings``
-    name, with their tables created if missing."""
+    name, with their tables created if missing. A SQLite file in a directory that does
+    not exist is bad input (the URL), not an unavailable store: retrying cannot help."""
+    if settings.kind == "sqlite":
+        directory = Path(settings.env["SQLITE_DBNAME"]).parent
+        if not directory.is_dir():
+            raise InvalidInput(
+                "url", f"the directory {str(directory)!r} does not exist: create it, or give another path"
+            )
     try:
         app = creating_tables(lambda: KeyringApplication(env=settings.env))
     except PersistenceError as error:

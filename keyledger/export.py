@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from keyledger.domain import InvalidInput, Keyring
 from keyledger.domain.chain import GENESIS, link
 from keyledger.projections.audit import AuditEntry
-from keyledger.projections.facts import TOPIC_PREFIX
+from keyledger.projections.recorded import TOPIC_PREFIX
 
 Format = Literal["jsonl", "csv"]
 Scope = Literal["full", "account", "filtered"]
@@ -186,21 +186,70 @@ def _content_problem(
     return None
 
 
-def verify_export(path: str | Path, checkpoint: ExportCheckpoint | dict[str, Any]) -> ExportReport:
-    """Verify an exported audit trail against its checkpoint, offline; never raises on a
-    tampered file (see the module docstring for what is proved). A checkpoint that is
-    not an export's (the ledger's own :class:`keyledger.Checkpoint`, say) raises
-    :class:`InvalidInput`."""
+def read_export_checkpoint(checkpoint: ExportCheckpoint | dict[str, Any] | str | Path) -> ExportCheckpoint:
+    """An export's checkpoint: as returned, its JSON as a dict, or the path of a file
+    holding its JSON (``Path("cp.json").write_text(checkpoint.model_dump_json())`` saves
+    one). Anything that is not an export's checkpoint raises :class:`InvalidInput`."""
     if isinstance(checkpoint, ExportCheckpoint):
-        point = checkpoint
-    elif isinstance(checkpoint, dict):
+        return checkpoint
+    if isinstance(checkpoint, str | Path):
         try:
-            point = ExportCheckpoint.model_validate(checkpoint)
+            text = Path(checkpoint).read_bytes()
+        except OSError as error:
+            raise InvalidInput("checkpoint", f"cannot read {checkpoint}: {error.strerror}") from None
+        try:
+            return ExportCheckpoint.model_validate_json(text)
+        except ValidationError:
+            raise InvalidInput(
+                "checkpoint", f"{checkpoint} does not hold the checkpoint of an audit export"
+            ) from None
+    if isinstance(checkpoint, dict):
+        try:
+            return ExportCheckpoint.model_validate(checkpoint)
         except ValidationError:
             raise InvalidInput("checkpoint", "is not the checkpoint of an audit export") from None
-    else:
-        raise InvalidInput(
-            "checkpoint", "must be the ExportCheckpoint an export returned (or its JSON as a dict)"
+    raise InvalidInput(
+        "checkpoint",
+        "must be the ExportCheckpoint an export returned, its JSON as a dict, or a path to its JSON",
+    )
+
+
+def _format_of(path: Path) -> Format | None:
+    """What the file looks like: ``jsonl`` (its first line is a JSON object), ``csv``
+    (its first line is the export's CSV header), or ``None`` (empty, or neither)."""
+    with open(path, "rb") as source:
+        first = source.readline(1 << 16).strip()
+    if first.startswith(b"{"):
+        return "jsonl"
+    if first == ",".join(CSV_FIELDS).encode():
+        return "csv"
+    return None
+
+
+def verify_export(
+    path: str | Path, checkpoint: ExportCheckpoint | dict[str, Any] | str | Path
+) -> ExportReport:
+    """Verify an exported audit trail against its checkpoint, offline; never raises on a
+    tampered, missing or unreadable export file (see the module docstring for what is
+    proved): the report's ``reason`` says ``file not found``, or ``format mismatch``
+    for a CSV export checked against a JSON Lines checkpoint (or the reverse).
+    ``checkpoint`` is the one the export returned, its JSON as a dict, or the path of a
+    file holding its JSON; one that cannot be read, or is not an export's (the ledger's
+    own :class:`keyledger.Checkpoint`, say), raises :class:`InvalidInput`."""
+    point = read_export_checkpoint(checkpoint)
+    source = Path(path)
+    try:
+        found = _format_of(source)
+    except FileNotFoundError:
+        return ExportReport(ok=False, lines_checked=0, reason=f"file not found: {source}")
+    except OSError as error:
+        return ExportReport(ok=False, lines_checked=0, reason=f"cannot read {source}: {error.strerror}")
+    if found is not None and found != point.format:
+        return ExportReport(
+            ok=False,
+            lines_checked=0,
+            first_bad_line=1,
+            reason=f"format mismatch: the checkpoint is of a {point.format} export, the file is {found}",
         )
     head, line = GENESIS, 0
     last_position = 0
@@ -211,13 +260,13 @@ def verify_export(path: str | Path, checkpoint: ExportCheckpoint | dict[str, Any
         return ExportReport(ok=False, lines_checked=line - 1, first_bad_line=line, reason=reason)
 
     try:
-        for found in _entries(Path(path), point.format):
+        for read in _entries(source, point.format):
             line += 1
             if line > point.length:
                 return bad("more lines than the checkpoint counts")
-            if found is None:
+            if read is None:
                 return bad("not exactly one audit entry")
-            entry, record = found
+            entry, record = read
             problem = _content_problem(entry, record, names)
             if problem is not None:
                 return bad(problem)
@@ -234,7 +283,10 @@ def verify_export(path: str | Path, checkpoint: ExportCheckpoint | dict[str, Any
             head = _advance(head, entry)
     except OSError as error:
         return ExportReport(
-            ok=False, lines_checked=line, first_bad_line=line + 1, reason=type(error).__name__
+            ok=False,
+            lines_checked=line,
+            first_bad_line=line + 1,
+            reason=f"cannot read {source}: {error.strerror}",
         )
     if line < point.length:
         return ExportReport(

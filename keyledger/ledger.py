@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Literal, Self
 
 from pydantic import SecretStr
 
@@ -51,12 +51,16 @@ from keyledger.projections.audit import DEFAULT_LIMIT, AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyView
 from keyledger.queries import Queries, text
 from keyledger.report import DEFAULT_STALE_AFTER, DEFAULT_UNUSED_AFTER, ComplianceReport
-from keyledger.results import Checkpoint, Health, IntegrityReport, IssuedKey, Principal
+from keyledger.results import AccountSummary, Checkpoint, Health, IntegrityReport, IssuedKey, Principal
 from keyledger.verifier import ALWAYS_CURRENT, Verifier
 
 __all__ = ["Ledger", "system_clock"]
 
 logger = logging.getLogger("keyledger")
+
+RegenerationMode = Literal["grace", "immediate"]
+"""How :meth:`Ledger.regenerate_key` retires the old secret: after the grace period, or now."""
+REGENERATION_MODES = ("grace", "immediate")
 
 DEFAULT_MAX_LAG = timedelta(seconds=5)
 MIN_MAX_LAG = timedelta(milliseconds=100)
@@ -195,14 +199,16 @@ class Ledger:
             account=actor.account, key_id=key_id, secret=SecretStr(secret), hint=keyformat.hint(secret)
         )
 
-    def regenerate_key(self, actor: Actor, key_id: str, *, grace: bool = True) -> IssuedKey:
-        """Issue a new secret for a key. With ``grace`` the old one works for the grace
-        period more (its own deadline, never extended); without, it stops at once, and
-        so does every older secret still in grace."""
+    def regenerate_key(self, actor: Actor, key_id: str, *, mode: RegenerationMode) -> IssuedKey:
+        """Issue a new secret for a key. ``mode`` is required, a choice every time: with
+        ``"grace"`` the old secret works for the grace period more (its own deadline,
+        never extended); with ``"immediate"`` it stops at once, and so does every older
+        secret still in grace."""
         actor = self._acting(actor)
         key_id = text("key_id", key_id)
-        if not isinstance(grace, bool):
-            raise InvalidInput("grace", "must be True or False")
+        if not isinstance(mode, str) or mode not in REGENERATION_MODES:
+            raise InvalidInput("mode", "must be 'grace' or 'immediate'")
+        grace = mode == "grace"
         secret = self._new_secret()
         period = self.grace_period if grace else None
         until = self._commands.run(
@@ -306,10 +312,12 @@ class Ledger:
     def verify(
         self, credential: object, *, at: datetime | None = None, strict: bool | None = None
     ) -> Principal | None:
-        """The principal of a key that works now (or at the instant ``at``), else ``None``.
+        """The principal of a key that works now (or at the past instant ``at``), else ``None``.
 
         Takes a raw key or an ``Authorization`` value (``Basic``, with the key as user
         name and an empty password, or ``Bearer``). Never raises on malformed input.
+        An ``at`` later than the ledger's clock is :class:`InvalidInput`: the ledger
+        answers for the past, not for revocations and deadlines still to come.
         With ``strict`` (default: the ledger's), the log head is checked first; if the
         store cannot be reached, the answer is ``None`` (fail closed).
         """
@@ -338,8 +346,8 @@ class Ledger:
 
     def keys(self, account: str = DEFAULT_ACCOUNT, *, at: datetime | None = None) -> list[KeyView]:
         """The account's keys in creation order: labels, creator, status, hint, the
-        secrets in grace and when last used; as they were at ``at``, if given. Never a
-        secret."""
+        secrets in grace and when last used; as they were at the past instant ``at``, if
+        given (a future one is :class:`InvalidInput`). Never a secret."""
         return self._queries.keys(account, at)
 
     def valid_keys(self, account: str = DEFAULT_ACCOUNT, *, at: datetime | None = None) -> list[KeyView]:
@@ -424,6 +432,17 @@ class Ledger:
         account's newest events cut off, or history rewritten with every chain
         recomputed). It records the history as it stands: check first, then take it."""
         return self._queries.checkpoint()
+
+    def accounts(self) -> list[AccountSummary]:
+        """Every account that has events, by name, with its counts of events, keys and
+        active keys: a typo in an account name (which silently starts a new account)
+        shows as an account of its own. Reads the log once, as :meth:`checkpoint` does."""
+        return self._queries.accounts()
+
+    def has_account(self, account: str) -> bool:
+        """Whether ``account`` has any events yet (one indexed read); a command on an
+        account without any starts it."""
+        return self._queries.has_events(account)
 
     def sync(self) -> None:
         """Apply every event recorded so far (by any process) to this process's views,

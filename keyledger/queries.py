@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from keyledger.commands import Commands
 from keyledger.connection import Connection
-from keyledger.domain import InvalidInput
+from keyledger.domain import InvalidInput, Keyring
 from keyledger.domain.inputs import check_identifier
 from keyledger.export import ExportCheckpoint, Format, Scope, write_export
 from keyledger.history import keys_at, replay
@@ -24,8 +24,8 @@ from keyledger.integrity import check_integrity, take_checkpoint
 from keyledger.projections.audit import MAX_LIMIT, AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyView
 from keyledger.report import ComplianceReport, build_report
-from keyledger.results import Checkpoint, IntegrityReport
-from keyledger.verifier import aware
+from keyledger.results import AccountSummary, Checkpoint, IntegrityReport
+from keyledger.verifier import aware, past
 
 EXPORT_FILTERS = frozenset({"account", "key_id", "actor", "action", "since", "until"})
 Progress = Callable[[int, int], None]
@@ -46,7 +46,7 @@ class Queries:
         current = connection.guard(lambda: connection.views.keys(account, now))
         if at is None:
             return current
-        moment = aware("at", at)
+        moment = past("at", at, now)
         views = connection.guard(lambda: replay(connection.app.recorder, connection.mapper, account, moment))
         return keys_at(views, account, moment, {k.key_id: k.created_position for k in current})
 
@@ -129,6 +129,29 @@ class Queries:
         connection.ready()
         connection.usage.flush()
         connection.guard(connection.follower.catch_up)
+
+    def accounts(self) -> list[AccountSummary]:
+        """Every account with events, by name: its events, keys and active keys. Reads
+        each stream's head from the log (as :meth:`checkpoint` does), then each
+        account's keys from the catalogue."""
+        connection = self._connection
+        now = self._now()
+        heads = connection.guard(lambda: take_checkpoint(connection.app.recorder, connection.mapper, now))
+        summaries = []
+        for account, head in heads.accounts.items():
+            keys = connection.guard(partial(connection.views.keys, account, now))
+            active = sum(1 for key in keys if key.status == "active")
+            summaries.append(
+                AccountSummary(account=account, events=head.version, keys=len(keys), active_keys=active)
+            )
+        return summaries
+
+    def has_events(self, account: str) -> bool:
+        """Whether the account has any event (one indexed read of its stream)."""
+        account = check_identifier("account", account)
+        connection = self._connection
+        stream = Keyring.id_for(account)
+        return bool(connection.guard(lambda: connection.app.recorder.select_events(stream, limit=1)))
 
     def accounts_with_grace_due(self) -> Sequence[str]:
         """The accounts with a grace deadline at or before now (after a catch-up)."""

@@ -40,6 +40,17 @@ class IntegrityReport(BaseModel):
     then ``None``: which earlier event was changed cannot be known)."""
 
 
+class AccountSummary(BaseModel):
+    """One account of a ledger, as :meth:`keyledger.Ledger.accounts` lists it: how many
+    events it holds, how many keys it has and how many of them are active."""
+
+    model_config = ConfigDict(frozen=True)
+    account: str
+    events: int
+    keys: int
+    active_keys: int
+
+
 class AccountHead(BaseModel):
     """One account's stream at a checkpoint: its version (how many events it holds)
     and the ``chain`` of its event at that version, which covers every event before it."""

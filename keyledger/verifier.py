@@ -58,7 +58,7 @@ class Verifier:
         if at is not None or (self.strict if strict is None else strict):
             if strict is not None and not isinstance(strict, bool):
                 raise InvalidInput("strict", "must be True, False or None")
-            return self._verify_checked(credential, None if at is None else aware("at", at))
+            return self._verify_checked(credential, None if at is None else past("at", at, self._clock()))
         digest = self._digest(credential)
         if digest is None:
             return None
@@ -160,3 +160,15 @@ def aware(field: str, moment: object) -> datetime:
     if not isinstance(moment, datetime) or moment.tzinfo is None:
         raise InvalidInput(field, "must be a timezone-aware datetime")
     return moment.astimezone(UTC)
+
+
+def past(field: str, moment: object, now: datetime) -> datetime:
+    """``moment`` in UTC if it is a timezone-aware instant no later than ``now``, else
+    :class:`InvalidInput`. The ledger answers for the past; for a future instant, today's
+    state would claim that no revocation or deadline still to come takes effect."""
+    instant = aware(field, moment)
+    if instant > now:
+        raise InvalidInput(
+            field, f"{instant.isoformat()} is in the future (the ledger's clock reads {now.isoformat()})"
+        )
+    return instant

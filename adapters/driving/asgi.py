@@ -8,8 +8,11 @@ For each HTTP request and WebSocket handshake whose path is not exempt, the midd
 reads the ``Authorization`` header (``Basic`` with the key as user name and an empty
 password, or ``Bearer``), asks the ledger to verify it, and either puts the
 :class:`~keyledger.Principal` at ``scope["keyledger.principal"]`` and calls the app, or
-answers ``401`` with ``WWW-Authenticate: Basic realm="..."`` and a small JSON body,
-without calling the app. The body never echoes the credential. Lifespan and other
+answers ``401`` with ``WWW-Authenticate: Basic realm="..."``, ``Cache-Control: no-store``
+and the JSON body ``{"detail": "a valid API key is required: ..."}``, without calling the
+app. The body never echoes the credential. The WSGI middleware and the FastAPI dependency
+answer byte for byte the same (FastAPI's ``HTTPException`` shape, which a dependency
+cannot change). Lifespan and other
 scopes pass through untouched.
 
 Verification is a dict lookup in memory, so it runs directly on the event loop: no
@@ -68,18 +71,23 @@ logger = logging.getLogger("keyledger.web")
 PRINCIPAL_KEY = "keyledger.principal"
 """Where the middleware puts the verified :class:`~keyledger.Principal` (ASGI scope, WSGI environ)."""
 
-UNAUTHORIZED_BODY = json.dumps(
-    {
-        "error": "unauthorized",
-        "detail": "a valid API key is required: HTTP Basic with the key as user name and an "
-        "empty password, or Bearer",
-    }
-).encode()
-"""The JSON body of every 401 (the same for a missing, malformed or refused credential)."""
+
+def _json(detail: str) -> bytes:
+    # Byte for byte what FastAPI's HTTPException handler writes (Starlette's JSONResponse),
+    # so the ASGI and WSGI middleware and the FastAPI dependency answer alike.
+    return json.dumps({"detail": detail}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+UNAUTHORIZED_DETAIL = (
+    "a valid API key is required: HTTP Basic with the key as user name and an empty password, or Bearer"
+)
+UNAUTHORIZED_BODY = _json(UNAUTHORIZED_DETAIL)
+"""The JSON body of every 401 (the same for a missing, malformed or refused credential),
+from every web adapter: ``{"detail": ...}``, the shape FastAPI gives an ``HTTPException``."""
 
 UNAVAILABLE_DETAIL = "the key ledger cannot show it is current; try again later"
-UNAVAILABLE_BODY = json.dumps({"error": "unavailable", "detail": UNAVAILABLE_DETAIL}).encode()
-"""The JSON body of every 503: fixed, never the health reason."""
+UNAVAILABLE_BODY = _json(UNAVAILABLE_DETAIL)
+"""The JSON body of every 503, from every web adapter: fixed, never the health reason."""
 
 DEFAULT_RETRY_AFTER = 5
 """Seconds a client is asked to wait (``Retry-After``) before retrying during an outage."""
@@ -199,6 +207,17 @@ def challenge(realm: str) -> str:
     return f'Basic realm="{realm}"'
 
 
+def unauthorized_headers(realm: str) -> dict[str, str]:
+    """The headers of every 401 but its content type and length, from every web adapter:
+    the challenge, and ``Cache-Control: no-store`` (no cache keeps a refusal)."""
+    return {"WWW-Authenticate": challenge(realm), "Cache-Control": "no-store"}
+
+
+def unavailable_headers(retry_after: int) -> dict[str, str]:
+    """The headers of every 503 but its content type and length, from every web adapter."""
+    return {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
+
+
 class ApiKeyMiddleware:
     """Let through only requests that present a working API key of ``ledger``.
 
@@ -221,18 +240,8 @@ class ApiKeyMiddleware:
         self.realm = check_realm(realm)
         self.retry_after = check_retry_after(retry_after)
         self._outage = OutageCheck(ledger)
-        self._headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(UNAUTHORIZED_BODY)).encode()),
-            (b"www-authenticate", challenge(self.realm).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        self._unavailable_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(UNAVAILABLE_BODY)).encode()),
-            (b"retry-after", str(self.retry_after).encode()),
-            (b"cache-control", b"no-store"),
-        ]
+        self._headers = _raw_headers(UNAUTHORIZED_BODY, unauthorized_headers(self.realm))
+        self._unavailable_headers = _raw_headers(UNAVAILABLE_BODY, unavailable_headers(self.retry_after))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -318,6 +327,13 @@ class _VerifiedWebSocket:
     async def send(self, message: Message) -> None:
         if self._closed is None:  # after the middleware closed the socket, the app's sends go nowhere
             await self._send(message)
+
+
+def _raw_headers(body: bytes, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """An answer's ASGI headers: JSON of ``body``'s length, then ``headers``."""
+    found = {"content-type": "application/json", "content-length": str(len(body))}
+    found.update((name.lower(), value) for name, value in headers.items())
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in found.items()]
 
 
 def _authorization(scope: Scope) -> str | None:

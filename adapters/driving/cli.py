@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -41,14 +42,16 @@ from keyledger.adapters.driving.cli_common import (
     KeyIdArgument,
     Options,
     UrlOption,
+    checked_key_id,
     guarded,
+    note_new_account,
     open_ledger,
     operator,
     options,
     parse_instant,
 )
-from keyledger.adapters.driving.demo import run_demo
-from keyledger.domain.keys import KeyDiagnosis, diagnose_key, is_key_id
+from keyledger.adapters.driving.demo import demo_file, run_demo
+from keyledger.domain.keys import KeyDiagnosis, diagnose_key
 
 logger = logging.getLogger("keyledger.cli")
 
@@ -93,17 +96,23 @@ def keys_create(
 ) -> None:
     """Create a key; its secret is printed once, on stdout alone."""
     with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        new = not ledger.has_account(account)
         issued = ledger.create_key(
             operator(account, actor), name=name, purpose=purpose, application=application
         )
+        if new:
+            note_new_account(out, account, started=True)
         out.secret(issued, "created")
 
 
 @keys_app.command("list")
 def keys_list(ctx: typer.Context, account: AccountOption = DEFAULT_ACCOUNT, at: AtOption = None) -> None:
-    """List the account's keys in creation order (hints only, never a secret), now or --at an instant."""
+    """List the account's keys in creation order (hints only, never a secret, and when each was
+    last used), now or --at a past instant."""
     with guarded(ctx) as out, open_ledger(ctx) as ledger:
         keys = ledger.keys(account, at=parse_instant("at", at))
+        if not keys and not ledger.has_account(account):
+            note_new_account(out, account, started=False)
         if out.json_mode:
             out.emit([render.jsonable(key) for key in keys])
         elif keys:
@@ -114,12 +123,13 @@ def keys_list(ctx: typer.Context, account: AccountOption = DEFAULT_ACCOUNT, at: 
 
 @keys_app.command("show")
 def keys_show(ctx: typer.Context, key_id: KeyIdArgument, account: AccountOption = DEFAULT_ACCOUNT) -> None:
-    """Show one key: labels, creator, status, hint and the secrets in grace."""
-    with guarded(ctx) as out, open_ledger(ctx) as ledger:
-        key = ledger.key(account, key_id)
-        if key is None:
-            shown = repr(key_id) if is_key_id(key_id) else "with the id given (not a key id)"
-            raise KeyNotFound(f"no key {shown} in account {account!r}")
+    """Show one key: labels, creator, status, hint, the secrets in grace and when it was last used."""
+    with guarded(ctx) as out:
+        key_id = checked_key_id(key_id)
+        with open_ledger(ctx) as ledger:
+            key = ledger.key(account, key_id)
+            if key is None:
+                raise KeyNotFound(f"no key {key_id!r} in account {account!r}")
         if out.json_mode:
             out.emit(render.jsonable(key))
         else:
@@ -145,8 +155,12 @@ def keys_regenerate(
     """Issue a new secret for a key; it is printed once, on stdout alone."""
     if grace is None:
         raise typer.BadParameter("choose --grace or --immediate", param_hint="'--grace' / '--immediate'")
-    with guarded(ctx) as out, open_ledger(ctx) as ledger:
-        issued = ledger.regenerate_key(operator(account, actor), key_id, grace=grace)
+    with guarded(ctx) as out:
+        key_id = checked_key_id(key_id)
+        with open_ledger(ctx) as ledger:
+            issued = ledger.regenerate_key(
+                operator(account, actor), key_id, mode="grace" if grace else "immediate"
+            )
         out.secret(issued, "regenerated with grace" if grace else "regenerated")
 
 
@@ -159,8 +173,10 @@ def keys_revoke(
     reason: Annotated[str | None, typer.Option("--reason", help="Why, for the audit trail.")] = None,
 ) -> None:
     """Revoke a key: none of its secrets works again, and no new one is issued."""
-    with guarded(ctx) as out, open_ledger(ctx) as ledger:
-        ledger.revoke_key(operator(account, actor), key_id, reason=reason)
+    with guarded(ctx) as out:
+        key_id = checked_key_id(key_id)
+        with open_ledger(ctx) as ledger:
+            ledger.revoke_key(operator(account, actor), key_id, reason=reason)
         if out.json_mode:
             out.emit({"account": account, "key_id": key_id, "status": "revoked"})
         else:
@@ -179,7 +195,10 @@ def users_revoke(
 ) -> None:
     """Revoke a user's access and, in the same step, every key they created."""
     with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        new = not ledger.has_account(account)
         removed = ledger.revoke_user_access(operator(account, actor), user)
+        if new:
+            note_new_account(out, account, started=True)
         if out.json_mode:
             out.emit({"account": account, "user": user, "access": "revoked", "removed_key_ids": removed})
         else:
@@ -219,12 +238,19 @@ def verify(
     ],
     at: AtOption = None,
 ) -> None:
-    """Tell whether a credential is a working key (now, or --at an instant): exit 0 if valid, 1 if not.
+    """Tell whether a credential is a working key (now, or --at a past instant): exit 0 if valid, 1 if not.
 
-    Example: keyledger verify - < key.txt (or type the key at the hidden prompt).
+    Example: keyledger verify - < key.txt (or type the key at the hidden prompt). A key given as
+    an argument works, with a warning on stderr.
     """
     with guarded(ctx) as out:
-        if credential == "-":
+        if credential != "-":
+            out.warning(
+                "CredentialInArguments",
+                "a credential given as an argument lands in shell history and the process list; "
+                "pipe it in instead: keyledger verify - < key.txt",
+            )
+        else:
             # From a terminal, ask without echoing; from a pipe or file, read it all.
             typed = sys.stdin.isatty()
             # Bytes that are not text are read as such and refused as a malformed credential.
@@ -292,10 +318,27 @@ def _stopped_by_sigterm() -> Iterator[None]:
 
 
 @app.command()
-def demo(ctx: typer.Context) -> None:
-    """Walk one new account through the whole key lifecycle, with an injected clock."""
-    with guarded(ctx):
-        run_demo(options(ctx).url)
+def demo(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="The demo's own SQLite ledger, a file that must not exist yet; default: a new one in "
+            "a temporary directory.",
+        ),
+    ] = None,
+) -> None:
+    """Walk one account through the key lifecycle, on a ledger of its own.
+
+    Never the ledger --url or KEYLEDGER_URL names: the demo's clock is injected and starts a
+    day in the past. The demo ledger's path is printed first.
+    """
+    with guarded(ctx) as out:
+        path = demo_file(file)
+        if options(ctx).url is not None:
+            out.note("note: the demo runs on a ledger of its own; --url and KEYLEDGER_URL are not used")
+        run_demo(path)
 
 
 cli_review.register(app)

@@ -1,6 +1,7 @@
-"""The reviewer's commands: the audit trail (paged, or exported with a checkpoint),
-the compliance report, the integrity check (against a ledger checkpoint kept elsewhere),
-taking such a checkpoint, and rebuilding the projections."""
+"""The reviewer's commands: the accounts, the audit trail (paged, or exported with a
+checkpoint) and verifying such an export offline, the compliance report, the integrity
+check (against a ledger checkpoint kept elsewhere), taking such a checkpoint, and
+rebuilding the projections."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from keyledger import Checkpoint, ExportCheckpoint, Ledger
+from keyledger import Checkpoint, ExportCheckpoint, Ledger, verify_export
 from keyledger.adapters.driving import render
 from keyledger.adapters.driving.cli_common import (
     EXIT_REFUSED,
     AccountOption,
     guarded,
+    note_new_account,
     open_ledger,
     parse_instant,
 )
@@ -106,9 +108,53 @@ def _export(
     out.note(f"exported {point.length} entries; checkpoint written to {checkpoint}")
 
 
+def accounts(ctx: typer.Context) -> None:
+    """List the accounts with their counts of events, keys and active keys.
+
+    A typo in --account (which starts a new account) shows up here.
+    """
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        found = ledger.accounts()
+    if out.json_mode:
+        out.emit([render.jsonable(summary) for summary in found])
+    elif found:
+        out.show(render.accounts_table(found))
+    else:
+        out.line("the ledger has no accounts yet")
+
+
+def verify_export_command(
+    ctx: typer.Context,
+    export: Annotated[
+        Path, typer.Argument(help="The exported audit trail (JSON Lines or CSV).", show_default=False)
+    ],
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint",
+            help="The export's checkpoint file, as `audit --checkpoint` wrote it.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Verify an audit export against its checkpoint, offline: exit 0 if proved, 1 if not.
+
+    No ledger is opened. A failure names the first line that cannot be proved.
+    """
+    with guarded(ctx) as out:
+        report = verify_export(export, checkpoint)
+        out.export_report(report, export)
+        if not report.ok:
+            where = "" if report.first_bad_line is None else f" at line {report.first_bad_line}"
+            out.error("IntegrityViolation", f"export verification failed{where}: {report.reason}")
+            raise typer.Exit(EXIT_REFUSED)
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback drawing a bar on a terminal's stderr, silent when piped."""
+    """A progress callback drawing a bar on a terminal's stderr, silent when piped. The
+    bar is gone once the block ends: print results after it, never inside it (the bar
+    would be redrawn over them)."""
     bar = Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty())
     with bar:
         task = bar.add_task(description, total=None)
@@ -176,8 +222,9 @@ def checkpoint(ctx: typer.Context) -> None:
 
 def rebuild(ctx: typer.Context) -> None:
     """Rebuild every projection (valid keys, catalogue, audit trail) from the events."""
-    with guarded(ctx) as out, open_ledger(ctx) as ledger, progress_bar("rebuilding") as advance:
-        position = ledger.rebuild_projections(progress=advance)
+    with guarded(ctx) as out:
+        with open_ledger(ctx) as ledger, progress_bar("rebuilding") as advance:
+            position = ledger.rebuild_projections(progress=advance)
         if out.json_mode:
             out.emit({"rebuilt_to_position": position})
         else:
@@ -188,9 +235,11 @@ def report(
     ctx: typer.Context,
     account: AccountOption = DEFAULT_ACCOUNT,
     stale_days: Annotated[
-        int, typer.Option("--stale-days", help="Flag keys not regenerated for this long.")
+        int, typer.Option("--stale-days", help="Flag keys not regenerated for this many days.")
     ] = 90,
-    unused_days: Annotated[int, typer.Option("--unused-days", help="Flag keys unused for this long.")] = 30,
+    unused_days: Annotated[
+        int, typer.Option("--unused-days", help="Flag keys unused for this many days.")
+    ] = 30,
 ) -> None:
     """The account's compliance report: stale and unused keys, secrets in grace, keys per
     creator, and working keys of revoked creators (always 0)."""
@@ -200,6 +249,8 @@ def report(
         found = ledger.report(
             account, stale_after=timedelta(days=stale_days), unused_after=timedelta(days=unused_days)
         )
+        if found.active_keys == 0 and not ledger.has_account(account):
+            note_new_account(out, account, started=False)
         if out.json_mode:
             out.emit(render.jsonable(found))
         else:
@@ -208,8 +259,10 @@ def report(
 
 def register(app: typer.Typer) -> None:
     """Add the reviewer's commands to the ``keyledger`` app."""
+    app.command()(accounts)
     app.command()(audit)
     app.command()(check)
     app.command()(checkpoint)
     app.command()(rebuild)
     app.command()(report)
+    app.command("verify-export")(verify_export_command)

@@ -9,10 +9,11 @@
 
 The dependency returns the :class:`~keyledger.Principal` of a working key presented in
 the ``Authorization`` header (``Basic`` with the key as user name and an empty password,
-or ``Bearer``), or raises ``HTTPException(401)`` with ``WWW-Authenticate``; when the ledger refuses
-because it cannot show it is current (its ``health()`` is not ok), it raises
-``HTTPException(503)`` with ``Retry-After`` and ``Cache-Control: no-store`` instead (the
-body is FastAPI's ``{"detail": ...}``, fixed text, never the health reason). It is
+or ``Bearer``), or raises ``HTTPException(401)`` with ``WWW-Authenticate`` and
+``Cache-Control: no-store``; when the ledger refuses because it cannot show it is current
+(its ``health()`` is not ok), it raises ``HTTPException(503)`` with ``Retry-After`` and
+``Cache-Control: no-store`` instead. FastAPI answers either as ``{"detail": ...}`` (fixed
+text, never the health reason), byte for byte what the ASGI and WSGI middleware send. It is
 declared as an API-key security scheme, so the OpenAPI docs show which routes need a key.
 Where :class:`keyledger.adapters.driving.asgi.ApiKeyMiddleware` already verified the request, its
 principal is reused. This is the only module that imports FastAPI.
@@ -29,17 +30,20 @@ from fastapi.security import APIKeyHeader
 from keyledger.adapters.driving.asgi import (
     DEFAULT_RETRY_AFTER,
     PRINCIPAL_KEY,
+    UNAUTHORIZED_DETAIL,
     UNAVAILABLE_DETAIL,
     OutageCheck,
     Verifier,
-    challenge,
     check_realm,
     check_retry_after,
     strict,
+    unauthorized_headers,
+    unavailable_headers,
 )
 from keyledger.results import Principal
 
-DETAIL = "a valid API key is required: HTTP Basic with the key as user name and an empty password, or Bearer"
+DETAIL = UNAUTHORIZED_DETAIL
+"""The ``detail`` of every 401 (the ASGI and WSGI middleware send the same)."""
 
 
 def require_api_key(
@@ -47,8 +51,8 @@ def require_api_key(
 ) -> Callable[..., Awaitable[Principal]]:
     """A dependency that returns the request's :class:`~keyledger.Principal` or answers
     401 (503 with ``Retry-After: retry_after`` while the ledger is not current)."""
-    headers = {"WWW-Authenticate": challenge(check_realm(realm))}
-    unavailable_headers = {"Retry-After": str(check_retry_after(retry_after)), "Cache-Control": "no-store"}
+    refused_headers = unauthorized_headers(check_realm(realm))
+    outage_headers = unavailable_headers(check_retry_after(retry_after))
     outage_check = OutageCheck(ledger)
     scheme = APIKeyHeader(
         name="Authorization",
@@ -78,7 +82,7 @@ def require_api_key(
         if outage is None:  # health() may read the store: off the event loop too
             outage = await asyncio.to_thread(outage_check)
         if outage:
-            raise HTTPException(status_code=503, detail=UNAVAILABLE_DETAIL, headers=unavailable_headers)
-        raise HTTPException(status_code=401, detail=DETAIL, headers=headers)
+            raise HTTPException(status_code=503, detail=UNAVAILABLE_DETAIL, headers=outage_headers)
+        raise HTTPException(status_code=401, detail=UNAUTHORIZED_DETAIL, headers=refused_headers)
 
     return api_key_principal

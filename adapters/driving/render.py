@@ -25,11 +25,11 @@ from rich.table import Table
 from rich.text import Text
 
 from keyledger.domain import InvalidInput
-from keyledger.export import write_entries
+from keyledger.export import ExportReport, write_entries
 from keyledger.projections.audit import AuditEntry
 from keyledger.projections.catalogue import KeyView
 from keyledger.report import ComplianceReport
-from keyledger.results import Checkpoint, IntegrityReport, IssuedKey, Principal
+from keyledger.results import AccountSummary, Checkpoint, IntegrityReport, IssuedKey, Principal
 
 
 class AuditFormat(StrEnum):
@@ -71,7 +71,7 @@ def jsonable(value: BaseModel | Principal) -> dict[str, Any]:
     return data
 
 
-_WHOLE = frozenset({"key id", "key", "status", "hint", "pos"})
+_WHOLE = frozenset({"key id", "key", "status", "hint", "pos", "last used"})
 
 
 _MIN_WIDTH = {"details": 16, "in grace": 10}
@@ -95,10 +95,10 @@ def _cell(value: object) -> Text:
 
 
 def keys_table(title: str, keys: Iterable[KeyView]) -> Table:
-    """Keys as a table: labels, creator, status, hint and the secrets in grace."""
-    table = _table(
-        title, ("key id", "name", "application", "created by", "created at", "status", "hint", "in grace")
-    )
+    """Keys as a table: labels, creator, status, hint, the secrets in grace and last use
+    (to the minute; ``-`` if never used)."""
+    columns = ("key id", "name", "application", "created by", "created at", "status", "hint")
+    table = _table(title, (*columns, "in grace", "last used"))
     for key in keys:
         grace = ", ".join(f"{g.hint} until {when(g.grace_until)}" for g in key.grace)
         table.add_row(
@@ -113,9 +113,18 @@ def keys_table(title: str, keys: Iterable[KeyView]) -> Table:
                     key.status,
                     key.hint,
                     grace,
+                    None if key.last_used_at is None else short(key.last_used_at),
                 ),
             )
         )
+    return table
+
+
+def accounts_table(accounts: Iterable[AccountSummary]) -> Table:
+    """The ledger's accounts with their counts of events, keys and active keys."""
+    table = _table("accounts", ("account", "events", "keys", "active keys"))
+    for found in accounts:
+        table.add_row(*map(_cell, (found.account, found.events, found.keys, found.active_keys)))
     return table
 
 
@@ -136,6 +145,7 @@ def key_detail(key: KeyView) -> Table:
         ("regenerated at", when(key.regenerated_at) if key.regenerated_at else None),
         ("revoked at", when(key.revoked_at) if key.revoked_at else None),
         ("revoked because", key.revoked_reason),
+        ("last used", when(key.last_used_at) if key.last_used_at else "never (recorded to the minute)"),
     ]
     rows += [(f"in grace: {g.hint}", f"until {when(g.grace_until)}") for g in key.grace]
     for field, value in rows:
@@ -217,6 +227,14 @@ class Output:
         else:
             typer.echo(f"error: {message}", err=True)
 
+    def warning(self, kind: str, message: str) -> None:
+        """Print one warning line to stderr: ``warning: ...``, or a JSON object with --json."""
+        message = redact(message)
+        if self.json_mode:
+            typer.echo(json.dumps({"warning": kind, "message": message}, ensure_ascii=False), err=True)
+        else:
+            typer.echo(f"warning: {message}", err=True)
+
     def secret(self, issued: IssuedKey, done: str) -> None:
         """Show a new secret once, on stdout alone, and warn on stderr to store it now."""
         secret = issued.secret.get_secret_value()
@@ -295,6 +313,16 @@ class Output:
         else:
             where = "" if report.first_bad_position is None else f" at position {report.first_bad_position}"
             self.line(f"FAILED{where}: {report.reason} ({report.events_checked} events checked)")
+
+    def export_report(self, report: ExportReport, path: Path) -> None:
+        """The result of verifying an audit export against its checkpoint."""
+        if self.json_mode:
+            self.emit(jsonable(report))
+        elif report.ok:
+            self.line(f"ok: {path}: {report.lines_checked} entries proved against the checkpoint")
+        else:
+            where = "" if report.first_bad_line is None else f" at line {report.first_bad_line}"
+            self.line(f"FAILED{where}: {report.reason} ({report.lines_checked} lines proved before it)")
 
     def checkpoint(self, point: Checkpoint) -> None:
         """A ledger checkpoint as JSON on stdout (one line with --json, indented otherwise:

@@ -7,8 +7,8 @@
 The same contract as :mod:`keyledger.adapters.driving.asgi`: for each request whose
 ``PATH_INFO`` is not exempt, the ``Authorization`` header is verified; a working key
 puts the :class:`~keyledger.Principal` at ``environ["keyledger.principal"]`` and calls
-the app, anything else gets ``401`` with ``WWW-Authenticate: Basic realm="..."`` and a
-small JSON body, without calling the app. When the ledger refuses because it cannot show
+the app, anything else gets the same ``401`` as from the ASGI middleware (headers and
+body, byte for byte), without calling the app. When the ledger refuses because it cannot show
 it is current (its ``health()`` is not ok), the answer is ``503`` with ``Retry-After``
 instead, so an outage is not mistaken for a bad key.
 """
@@ -25,9 +25,10 @@ from keyledger.adapters.driving.asgi import (
     UNAVAILABLE_BODY,
     OutageCheck,
     Verifier,
-    challenge,
     check_realm,
     check_retry_after,
+    unauthorized_headers,
+    unavailable_headers,
 )
 
 __all__ = ["PRINCIPAL_KEY", "ApiKeyMiddleware"]
@@ -56,18 +57,8 @@ class ApiKeyMiddleware:
         self.realm = check_realm(realm)
         self.retry_after = check_retry_after(retry_after)
         self._outage = OutageCheck(ledger)
-        self._headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(UNAUTHORIZED_BODY))),
-            ("WWW-Authenticate", challenge(self.realm)),
-            ("Cache-Control", "no-store"),
-        ]
-        self._unavailable_headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(UNAVAILABLE_BODY))),
-            ("Retry-After", str(self.retry_after)),
-            ("Cache-Control", "no-store"),
-        ]
+        self._headers = _headers(UNAUTHORIZED_BODY, unauthorized_headers(self.realm))
+        self._unavailable_headers = _headers(UNAVAILABLE_BODY, unavailable_headers(self.retry_after))
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") in self.exempt_paths:
@@ -82,3 +73,8 @@ class ApiKeyMiddleware:
             return [UNAUTHORIZED_BODY]
         environ[PRINCIPAL_KEY] = principal
         return self.app(environ, start_response)
+
+
+def _headers(body: bytes, headers: dict[str, str]) -> list[tuple[str, str]]:
+    """An answer's WSGI headers: JSON of ``body``'s length, then ``headers``."""
+    return [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items()]

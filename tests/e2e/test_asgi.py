@@ -18,7 +18,15 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 
 from keyledger import Actor, InvalidInput, Ledger, Principal
-from keyledger.adapters.driving.asgi import PRINCIPAL_KEY, ApiKeyMiddleware, Message, Receive, Scope, Send
+from keyledger.adapters.driving.asgi import (
+    PRINCIPAL_KEY,
+    UNAUTHORIZED_DETAIL,
+    ApiKeyMiddleware,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from keyledger.adapters.driving.fastapi import require_api_key
 from keyledger.testing import ManualClock
 
@@ -105,7 +113,7 @@ class TestWorkingKeys:
     ) -> None:
         """A secret retired with grace still works one microsecond before its deadline."""
         old = ledger.create_key(alice, name="Shipping")
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
         assert new.previous_valid_until is not None
         clock.now = new.previous_valid_until - MICROSECOND
 
@@ -124,7 +132,8 @@ class TestRefusals:
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Basic realm="acme api"'
         assert response.headers["content-type"] == "application/json"
-        assert response.json()["error"] == "unauthorized"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.json() == {"detail": UNAUTHORIZED_DETAIL}
         for value in secrets:
             assert value not in response.text
             assert all(value not in header for header in response.headers.values())
@@ -135,7 +144,7 @@ class TestRefusals:
     ) -> None:
         """A secret retired with grace is refused at its deadline, before any sweep records it."""
         old = ledger.create_key(alice, name="Shipping")
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
         assert new.previous_valid_until is not None
         clock.now = new.previous_valid_until
 

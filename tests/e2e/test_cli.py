@@ -32,6 +32,13 @@ Cli = Callable[..., Result]
 SUBPROCESS_TIMEOUT = 60
 
 
+def unopenable(tmp_path: Path) -> str:
+    """The URL of a store that cannot be opened: a file that is not a SQLite database."""
+    path = tmp_path / "not-a-database.db"
+    path.write_bytes(b"this is not a SQLite database file\n" * 4)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def cli(sqlite_url: str) -> Cli:
     """Run one command on the test's SQLite ledger; ``input`` feeds stdin."""
@@ -71,7 +78,9 @@ class TestKeysCreate:
         secret = result.stdout.strip()
         assert result.stdout == secret + "\n"
         assert secret.startswith("kl_")
-        assert "store the new key now" in one_error_line(result).lower()
+        note, warning = result.stderr.splitlines()
+        assert note.startswith("note: account 'acme' is new")
+        assert "store the new key now" in warning.lower()
         assert secret not in result.stderr
         assert verifies(cli, secret)
 
@@ -163,14 +172,14 @@ class TestKeysListAndShow:
         assert one_error_line(result) == "error: no key 'key_0000000000000000' in account 'acme'"
 
     def test_a_secret_given_as_key_id_is_not_echoed(self, cli: Cli) -> None:
-        """A secret passed where a key id belongs exits 1 without appearing in the output."""
+        """A secret passed where a key id belongs exits 2 (bad input) without appearing in the output."""
         _, secret = create(cli)
 
         result = cli("keys", "show", secret, "-a", "acme")
 
-        assert result.exit_code == 1
+        assert result.exit_code == 2
         assert secret not in result.output
-        assert "not a key id" in one_error_line(result)
+        assert "that is a key, not a key id" in one_error_line(result)
 
 
 class TestKeysRegenerate:
@@ -439,7 +448,7 @@ class TestSweep:
         with Ledger.open(sqlite_url, clock=ManualClock(datetime.now(UTC) - timedelta(days=2))) as ledger:
             alice = Actor("alice", "acme", {Permission.INTEGRATION})
             issued = ledger.create_key(alice, name="Shipping")
-            ledger.regenerate_key(alice, issued.key_id, grace=True)
+            ledger.regenerate_key(alice, issued.key_id, mode="grace")
 
         first = cli("--json", "sweep")
         second = cli("sweep")
@@ -489,9 +498,7 @@ class TestCheck:
 class TestStoreErrors:
     def test_an_unreachable_store_exits_3(self, tmp_path: Path) -> None:
         """A store that cannot be opened exits 3 with one error line."""
-        url = f"sqlite:///{tmp_path / 'missing' / 'keyledger.db'}"
-
-        result = CliRunner().invoke(app, ["--url", url, "keys", "list"])
+        result = CliRunner().invoke(app, ["--url", unopenable(tmp_path), "keys", "list"])
 
         assert result.exit_code == 3
         assert "cannot open" in one_error_line(result)
@@ -505,9 +512,9 @@ class TestStoreErrors:
 
 
 class TestDemo:
-    def test_the_demo_runs_on_a_sqlite_file(self, cli: Cli) -> None:
-        """The demo walks its account through the lifecycle and exits 0."""
-        result = cli("demo")
+    def test_the_demo_runs_on_a_sqlite_file(self, cli: Cli, tmp_path: Path) -> None:
+        """The demo walks its account through the lifecycle on a file of its own and exits 0."""
+        result = cli("demo", "--file", str(tmp_path / "demo.db"))
 
         assert result.exit_code == 0, result.stderr
         assert "integrity check: ok=True" in result.stdout
@@ -554,12 +561,10 @@ class TestConsoleScript:
 
     def test_errors_are_one_line_without_a_traceback(self, sqlite_url: str, tmp_path: Path) -> None:
         """Refusals and an unreachable store exit 1 and 3 with one stderr line each."""
-        missing = f"sqlite:///{tmp_path / 'missing' / 'keyledger.db'}"
-
         refused = run_script(
             sqlite_url, "keys", "revoke", "key_0000000000000000", "-a", "acme", "--actor", "a"
         )
-        unreachable = run_script(missing, "check")
+        unreachable = run_script(unopenable(tmp_path), "check")
 
         assert (refused.returncode, unreachable.returncode) == (1, 3)
         for result in (refused, unreachable):

@@ -26,7 +26,7 @@ Serve = Callable[[Any], httpx.Client]
 PRINCIPAL = Principal(account="acme", key_id="key_0000000000000001", name="Shipping", grace_until=None)
 # What a stuck ledger's health says: a position and an error class, for logs only.
 REASON = "follower stuck at position 7: MapperDeserialisationError"
-UNAVAILABLE = {"error": "unavailable", "detail": "the key ledger cannot show it is current; try again later"}
+UNAVAILABLE = {"detail": "the key ledger cannot show it is current; try again later"}
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class TestMiddlewareOutages:
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Basic realm="keyledger"'
         assert "retry-after" not in response.headers
-        assert response.json()["error"] == "unauthorized"
+        assert response.json() == {"detail": asgi.UNAUTHORIZED_DETAIL}
         assert calls == []
 
     def test_a_verified_key_passes_while_unhealthy_without_asking_health(self, protect: Any) -> None:
@@ -249,7 +249,7 @@ class TestFastapiDependencyOutages:
         assert response.status_code == 503
         assert response.headers["retry-after"] == "7"
         assert response.headers["cache-control"] == "no-store"
-        assert response.json() == {"detail": UNAVAILABLE["detail"]}
+        assert response.json() == UNAVAILABLE
 
     def test_a_refusal_while_healthy_is_401(self, serve_asgi: Serve) -> None:
         """The dependency answers a wrong key with 401 while the verifier is healthy."""

@@ -25,7 +25,7 @@ from keyledger.adapters.driving.asgi import (
 )
 from tests.e2e.conftest import REQUEST_TIMEOUT, uvicorn_server
 
-UNAVAILABLE = {"error": "unavailable", "detail": "the key ledger cannot show it is current; try again later"}
+UNAVAILABLE = {"detail": "the key ledger cannot show it is current; try again later"}
 
 
 def secret(issued: Any) -> str:

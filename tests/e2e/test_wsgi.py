@@ -14,6 +14,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from keyledger import Actor, InvalidInput, Ledger, Principal
+from keyledger.adapters.driving.asgi import UNAUTHORIZED_DETAIL
 from keyledger.adapters.driving.wsgi import PRINCIPAL_KEY, ApiKeyMiddleware
 from keyledger.testing import ManualClock
 
@@ -95,7 +96,7 @@ class TestWorkingKeys:
     ) -> None:
         """A secret retired with grace still works one microsecond before its deadline."""
         old = ledger.create_key(alice, name="Shipping")
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
         assert new.previous_valid_until is not None
         clock.now = new.previous_valid_until - MICROSECOND
 
@@ -110,7 +111,8 @@ class TestRefusals:
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Basic realm="acme api"'
         assert response.headers["content-type"] == "application/json"
-        assert response.json()["error"] == "unauthorized"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.json() == {"detail": UNAUTHORIZED_DETAIL}
         for value in secrets:
             assert value not in response.text
             assert all(value not in header for header in response.headers.values())
@@ -121,7 +123,7 @@ class TestRefusals:
     ) -> None:
         """A secret retired with grace is refused at its deadline, before any sweep records it."""
         old = ledger.create_key(alice, name="Shipping")
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
         assert new.previous_valid_until is not None
         clock.now = new.previous_valid_until
 

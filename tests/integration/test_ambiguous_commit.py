@@ -122,7 +122,7 @@ class TestACommitWhoseAnswerIsLost:
             key_id = ledger.create_key(alice, name="one").key_id
             cutter.armed.set()
 
-            issued = ledger.regenerate_key(alice, key_id, grace=False)
+            issued = ledger.regenerate_key(alice, key_id, mode="immediate")
 
             assert cutter.cut.is_set()
             assert len(ledger.audit(account="acme", action="KeyRegenerated")) == 1

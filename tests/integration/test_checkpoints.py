@@ -39,12 +39,12 @@ def record(ledger: Ledger, clock: ManualClock, alice: Actor, gina: Actor) -> Non
     acme = [ledger.create_key(alice, name=f"Acme {i}").key_id for i in range(3)]
     globex = [ledger.create_key(gina, name=f"Globex {i}").key_id for i in range(2)]
     clock.advance(seconds=30)
-    ledger.regenerate_key(alice, acme[0], grace=True)
-    ledger.regenerate_key(gina, globex[0], grace=False)
+    ledger.regenerate_key(alice, acme[0], mode="grace")
+    ledger.regenerate_key(gina, globex[0], mode="immediate")
     ledger.revoke_key(alice, acme[1], reason="unused")
     ledger.create_key(gina, name="Globex late")
     ledger.create_key(alice, name="Acme late")
-    ledger.regenerate_key(alice, acme[2], grace=False)
+    ledger.regenerate_key(alice, acme[2], mode="immediate")
 
 
 @pytest.fixture

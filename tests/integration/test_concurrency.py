@@ -67,7 +67,8 @@ def create_and_manage(ledger):
         mine = summary["created"]
         try:
             if config["manage"] and turn % 10 == 5 and len(mine) >= 2:
-                again = ledger.regenerate_key(actor, mine[-2], grace=turn % 20 == 5)
+                mode = "grace" if turn % 20 == 5 else "immediate"
+                again = ledger.regenerate_key(actor, mine[-2], mode=mode)
                 summary["regenerated"].append(again.key_id)
                 summary["current"][again.key_id] = again.secret.get_secret_value()
             if config["manage"] and turn % 10 == 9 and len(mine) >= 3:
@@ -439,7 +440,7 @@ class TestLosingTheRace:
         interfere(loser, winner, 1)
 
         with pytest.raises(Conflict):
-            loser.regenerate_key(alice, issued.key_id, grace=False)
+            loser.regenerate_key(alice, issued.key_id, mode="immediate")
 
         fresh = open_ledger(durable_url)
         secret = issued.secret.get_secret_value()

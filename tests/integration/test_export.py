@@ -57,14 +57,14 @@ def record_history(ledger: Ledger, clock: ManualClock, alice: Actor, bob: Actor,
     ]
     shipping, billing, bob_sync, crm = (key.key_id for key in issued)
     clock.advance(minutes=5)
-    issued.append(ledger.regenerate_key(alice, shipping, grace=True))
-    issued.append(ledger.regenerate_key(alice, billing, grace=False))
-    issued.append(ledger.regenerate_key(bob, bob_sync, grace=True))
+    issued.append(ledger.regenerate_key(alice, shipping, mode="grace"))
+    issued.append(ledger.regenerate_key(alice, billing, mode="immediate"))
+    issued.append(ledger.regenerate_key(bob, bob_sync, mode="grace"))
     clock.advance(hours=13)
     assert ledger.expire_grace() == 2
     ledger.revoke_key(alice, billing, reason="rotated")
     ledger.revoke_user_access(admin, "bob")
-    issued.append(ledger.regenerate_key(gina, crm, grace=True))
+    issued.append(ledger.regenerate_key(gina, crm, mode="grace"))
     ledger.restore_user_access(admin, "bob")
     issued.append(ledger.create_key(alice, name="Reports"))
     return [key.secret.get_secret_value() for key in issued]
@@ -655,3 +655,54 @@ class TestPostgresExports:
         report = verify_export(tampered(gapped.path, lines), gapped.checkpoint)
 
         assert failed_at(report, k), report
+
+
+class TestSavedCheckpointsAndPlainReasons:
+    """A checkpoint saved to a file is read from its path; a missing file and a format
+    mismatch are reported in plain words."""
+
+    def test_a_checkpoint_saved_to_a_file_is_read_from_its_path(self, jsonl: Export, tmp_path: Path) -> None:
+        """verify_export takes the path of a checkpoint saved as JSON, as str or Path."""
+        saved = tmp_path / "cp.json"
+        saved.write_text(jsonl.checkpoint.model_dump_json(), encoding="utf-8")
+
+        by_path = verify_export(jsonl.path, saved)
+        by_str = verify_export(str(jsonl.path), str(saved))
+
+        assert by_path.ok
+        assert by_str == by_path
+
+    def test_a_checkpoint_file_that_cannot_be_read_is_invalid_input(
+        self, jsonl: Export, tmp_path: Path
+    ) -> None:
+        """A missing checkpoint file raises InvalidInput naming the checkpoint."""
+        with pytest.raises(InvalidInput, match="invalid checkpoint: cannot read"):
+            verify_export(jsonl.path, tmp_path / "missing.json")
+
+    def test_the_ledgers_checkpoint_is_not_an_exports(self, jsonl: Export, tmp_path: Path) -> None:
+        """A file holding the ledger's own checkpoint is refused as not an export's."""
+        saved = tmp_path / "ledger-cp.json"
+        saved.write_text(jsonl.ledger.checkpoint().model_dump_json(), encoding="utf-8")
+
+        with pytest.raises(InvalidInput, match="does not hold the checkpoint of an audit export"):
+            verify_export(jsonl.path, saved)
+
+    def test_a_missing_export_file_is_reported_as_not_found(self, jsonl: Export, tmp_path: Path) -> None:
+        """An export path with no file fails with 'file not found', at no line."""
+        report = verify_export(tmp_path / "nothing.jsonl", jsonl.checkpoint)
+
+        assert not report.ok
+        assert report.reason is not None
+        assert report.reason.startswith("file not found: ")
+        assert (report.lines_checked, report.first_bad_line) == (0, None)
+
+    def test_a_csv_export_against_a_jsonl_checkpoint_is_a_format_mismatch(
+        self, jsonl: Export, csv_export: Export
+    ) -> None:
+        """Each format checked against the other's checkpoint says 'format mismatch' at line 1."""
+        csv_as_jsonl = verify_export(csv_export.path, jsonl.checkpoint)
+        jsonl_as_csv = verify_export(jsonl.path, csv_export.checkpoint)
+
+        assert csv_as_jsonl.reason == "format mismatch: the checkpoint is of a jsonl export, the file is csv"
+        assert jsonl_as_csv.reason == "format mismatch: the checkpoint is of a csv export, the file is jsonl"
+        assert csv_as_jsonl.first_bad_line == jsonl_as_csv.first_bad_line == 1

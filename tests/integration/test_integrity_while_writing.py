@@ -38,7 +38,7 @@ with Ledger.open(sys.argv[1], follow=False) as ledger:
     print("ready", flush=True)
     while sys.stdin.readline() == "go\\n":
         key = ledger.create_key(actor, name="busy").key_id
-        ledger.regenerate_key(actor, key, grace=True)
+        ledger.regenerate_key(actor, key, mode="grace")
         ledger.revoke_key(actor, key)
         print("done", flush=True)
 """
@@ -52,7 +52,7 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
 def fill(ledger: Ledger, actor: Actor, count: int = KEYS) -> list[str]:
     """Create ``count`` keys and regenerate the first (with grace); returns their ids."""
     keys = [ledger.create_key(actor, name=f"key {i}").key_id for i in range(count)]
-    ledger.regenerate_key(actor, keys[0], grace=True)
+    ledger.regenerate_key(actor, keys[0], mode="grace")
     return keys
 
 
@@ -80,7 +80,7 @@ class TestCommitsBetweenPages:
         def write() -> None:
             if len(written) < pages:  # once per page of the log as the check began
                 key = writer.create_key(alice, name="written meanwhile").key_id
-                writer.regenerate_key(alice, key, grace=False)
+                writer.regenerate_key(alice, key, mode="immediate")
                 writer.revoke_key(alice, keys[len(written)])
                 written.append(key)
 

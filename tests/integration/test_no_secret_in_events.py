@@ -101,9 +101,9 @@ def run_every_command(ledger: Ledger, clock: ManualClock, alice: Actor, bob: Act
     ]
     clock.advance(minutes=1)
     for n, key in enumerate(created):
-        issue(ledger.regenerate_key(bob if n % 2 else alice, key.key_id, grace=True))
+        issue(ledger.regenerate_key(bob if n % 2 else alice, key.key_id, mode="grace"))
         if n % 5 == 0:
-            issue(ledger.regenerate_key(alice, key.key_id, grace=False))
+            issue(ledger.regenerate_key(alice, key.key_id, mode="immediate"))
     seen.listings += ledger.keys("acme")
     for key in created[1::8]:
         ledger.revoke_key(alice, key.key_id, reason="rotated out")

@@ -79,13 +79,13 @@ def record_history(
     ]
     shipping, billing, reports, bob_sync, _, crm, old = (key.key_id for key in issued)
     clock.advance(minutes=5)
-    issued.append(ledger.regenerate_key(alice, shipping, grace=True))
-    issued.append(ledger.regenerate_key(alice, billing, grace=False))
+    issued.append(ledger.regenerate_key(alice, shipping, mode="grace"))
+    issued.append(ledger.regenerate_key(alice, billing, mode="immediate"))
     ledger.revoke_key(alice, reports, reason="leaked in a ticket")
-    issued.append(ledger.regenerate_key(bob, bob_sync, grace=True))
+    issued.append(ledger.regenerate_key(bob, bob_sync, mode="grace"))
     clock.advance(minutes=1)
     ledger.revoke_user_access(admin, "bob")
-    issued.append(ledger.regenerate_key(gina, crm, grace=True))
+    issued.append(ledger.regenerate_key(gina, crm, mode="grace"))
     ledger.revoke_key(gina, old)
     clock.advance(minutes=1)
     return [key.secret.get_secret_value() for key in issued]
@@ -191,7 +191,11 @@ class TestReopeningAnAccountPastItsSnapshot:
             issued = [ledger.create_key(alice, name="Busy key")]
             for turn in range(REGENERATIONS):
                 clock.advance(seconds=1)
-                issued.append(ledger.regenerate_key(alice, issued[0].key_id, grace=turn % 5 != 0))
+                issued.append(
+                    ledger.regenerate_key(
+                        alice, issued[0].key_id, mode="grace" if turn % 5 != 0 else "immediate"
+                    )
+                )
         return (
             issued[0].key_id,
             [key.secret.get_secret_value() for key in issued],
@@ -237,7 +241,7 @@ class TestReopeningAnAccountPastItsSnapshot:
         with Ledger.open(durable_url, clock=clock) as ledger:
             key = ledger.create_key(alice, name="Busy key")
             for _ in range(regenerations):
-                newest = ledger.regenerate_key(alice, key.key_id, grace=True)
+                newest = ledger.regenerate_key(alice, key.key_id, mode="grace")
             clock.advance(seconds=13 * 3600)
             expired = ledger.expire_grace()
         with Ledger.open(durable_url, clock=clock) as reopened:
@@ -277,7 +281,7 @@ class TestReopeningAnAccountPastItsSnapshot:
         key_id, secrets, _ = long_history
 
         with Ledger.open(durable_url, clock=clock) as ledger:
-            newest = ledger.regenerate_key(alice, key_id, grace=False)
+            newest = ledger.regenerate_key(alice, key_id, mode="immediate")
             verified_here = [ledger.verify(secret) for secret in secrets]
             key = ledger.key("acme", key_id)
         with Ledger.open(durable_url, clock=clock) as fresh:

@@ -115,9 +115,9 @@ def first_part(ledger: Ledger, clock: ManualClock, alice: Actor, bob: Actor, gin
         ledger.create_key(gina, name="Globex CRM"),
     ]
     clock.advance(minutes=5)
-    issued.append(ledger.regenerate_key(alice, issued[0].key_id, grace=True))
-    issued.append(ledger.regenerate_key(alice, issued[1].key_id, grace=False))
-    issued.append(ledger.regenerate_key(bob, issued[2].key_id, grace=True))
+    issued.append(ledger.regenerate_key(alice, issued[0].key_id, mode="grace"))
+    issued.append(ledger.regenerate_key(alice, issued[1].key_id, mode="immediate"))
+    issued.append(ledger.regenerate_key(bob, issued[2].key_id, mode="grace"))
     return [key.secret.get_secret_value() for key in issued]
 
 
@@ -128,7 +128,7 @@ def second_part(ledger: Ledger, clock: ManualClock, alice: Actor, admin: Actor, 
     shipping, billing = (view.key_id for view in ledger.keys("acme")[:2])
     ledger.revoke_key(alice, billing, reason="rotated out")
     ledger.revoke_user_access(admin, "bob")
-    ledger.regenerate_key(alice, shipping, grace=True)
+    ledger.regenerate_key(alice, shipping, mode="grace")
     return [ledger.create_key(gina, name="Globex reports").secret.get_secret_value()]
 
 

@@ -155,9 +155,9 @@ def issue_and_use(
     clock.advance(minutes=1)
     for index, key in enumerate(created):
         actor = bob if index % 7 == 0 else alice
-        issue(ledger.regenerate_key(actor, key.key_id, grace=True))
+        issue(ledger.regenerate_key(actor, key.key_id, mode="grace"))
         if index % 10 == 0:
-            issue(ledger.regenerate_key(actor, key.key_id, grace=False))
+            issue(ledger.regenerate_key(actor, key.key_id, mode="immediate"))
     for key in created[1:40:9]:
         ledger.revoke_key(alice, key.key_id, reason="rotated out")
     ledger.revoke_user_access(admin, "bob")
@@ -479,7 +479,11 @@ REFUSALS: dict[str, Refusal] = {
         ),
     ),
     "as a key id to revoke": (KeyNotFound, None, lambda g: g.ledger.revoke_key(g.alice, g.working)),
-    "as a key id to regenerate": (KeyNotFound, None, lambda g: g.ledger.regenerate_key(g.alice, g.working)),
+    "as a key id to regenerate": (
+        KeyNotFound,
+        None,
+        lambda g: g.ledger.regenerate_key(g.alice, g.working, mode="grace"),
+    ),
     "as an audit action": (InvalidInput, "action", lambda g: g.ledger.audit(action=g.working)),
     "as an audit position": (InvalidInput, "after", lambda g: g.ledger.audit(after=g.working)),  # type: ignore[arg-type]
     "revoked, verified at an instant of the wrong type": (
@@ -536,8 +540,8 @@ class TestSecretsInErrors:
         ("error", "call"),
         [
             (StoreUnavailable, lambda g: closed(g.ledger).create_key(g.alice, name="Drawn")),
-            (StoreUnavailable, lambda g: closed(g.ledger).regenerate_key(g.alice, g.key_id)),
-            (KeyAlreadyRevoked, lambda g: g.ledger.regenerate_key(g.alice, g.revoked_key_id)),
+            (StoreUnavailable, lambda g: closed(g.ledger).regenerate_key(g.alice, g.key_id, mode="grace")),
+            (KeyAlreadyRevoked, lambda g: g.ledger.regenerate_key(g.alice, g.revoked_key_id, mode="grace")),
         ],
         ids=["created on a closed ledger", "regenerated on a closed ledger", "regenerated, key revoked"],
     )
@@ -584,8 +588,8 @@ COMMAND_LINE_REFUSALS: dict[str, tuple[int, Callable[[Given], list[str]]]] = {
         2,
         lambda g: ["keys", "revoke", g.key_id, "--actor", "alice", "-a", "acme", "--reason", g.working],
     ),
-    "a key id to revoke": (1, lambda g: ["keys", "revoke", g.working, "--actor", "alice", "-a", "acme"]),
-    "a key id to show": (1, lambda g: ["keys", "show", g.working, "-a", "acme"]),
+    "a key id to revoke": (2, lambda g: ["keys", "revoke", g.working, "--actor", "alice", "-a", "acme"]),
+    "a key id to show": (2, lambda g: ["keys", "show", g.working, "-a", "acme"]),
     "the user to remove": (2, lambda g: ["users", "revoke", g.working, "--actor", "root", "-a", "acme"]),
     "the acting user": (2, lambda g: ["keys", "create", "--actor", g.working, "-a", "acme", "--name", "x"]),
     "an extra argument": (2, lambda g: ["keys", "show", g.key_id, g.working, "-a", "acme"]),
@@ -616,6 +620,6 @@ class TestSecretsOnTheCommandLine:
         result = CliRunner().invoke(cli_app, ["--url", given.url, *argv(given)])
 
         assert result.exit_code == code, result.output
-        assert result.stderr.startswith("error: ")
+        assert result.stderr.splitlines()[-1].startswith("error: ")  # after a warning, if any
         assert shown(f"{result.output}\n{result.stderr}", given.secrets) == set()
         assert shown(log_texts(caplog), given.secrets) == set()

@@ -86,14 +86,14 @@ def run_script(ledger: Ledger, clock: ManualClock, alice: Actor, bob: Actor, adm
 
     story.times["t1"] = clock.advance(minutes=5)
     story.times["g"] = story.times["t1"] + GRACE
-    keep("Shipping", ledger.regenerate_key(alice, story.ids["Shipping"], grace=True))
-    keep("Billing", ledger.regenerate_key(alice, story.ids["Billing"], grace=False))
+    keep("Shipping", ledger.regenerate_key(alice, story.ids["Shipping"], mode="grace"))
+    keep("Billing", ledger.regenerate_key(alice, story.ids["Billing"], mode="immediate"))
 
     story.times["t2"] = clock.advance(GRACE + timedelta(minutes=1))
     story.expired = ledger.expire_grace()
 
     story.times["t3"] = clock.advance(minutes=1)
-    keep("Bob sync", ledger.regenerate_key(bob, story.ids["Bob sync"], grace=True))
+    keep("Bob sync", ledger.regenerate_key(bob, story.ids["Bob sync"], mode="grace"))
     story.bob_sync_in_grace = ledger.key("acme", story.ids["Bob sync"])
     ledger.revoke_key(alice, story.ids["Reports"], reason="leaked")
 

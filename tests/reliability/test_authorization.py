@@ -41,7 +41,7 @@ def set_scene(ledger: Ledger) -> Scene:
     root = Actor(user_id="root", account="acme", permissions={INTEGRATION, USERS})
     alice = Actor(user_id="alice", account="acme", permissions={INTEGRATION})
     issued = [ledger.create_key(alice, name="Alice's")]
-    issued.append(ledger.regenerate_key(alice, issued[0].key_id, grace=True))
+    issued.append(ledger.regenerate_key(alice, issued[0].key_id, mode="grace"))
     for user in ("mallory", "deputy"):
         issued.append(
             ledger.create_key(Actor(user_id=user, account="acme", permissions={INTEGRATION}), name=user)
@@ -57,16 +57,16 @@ CALLS: dict[str, tuple[Permission, Call]] = {
     "create_key": (INTEGRATION, lambda ledger, actor, scene: ledger.create_key(actor, name="intruder's")),
     "regenerate_key with grace": (
         INTEGRATION,
-        lambda ledger, actor, scene: ledger.regenerate_key(actor, scene.alice_key, grace=True),
+        lambda ledger, actor, scene: ledger.regenerate_key(actor, scene.alice_key, mode="grace"),
     ),
     "regenerate_key immediately": (
         INTEGRATION,
-        lambda ledger, actor, scene: ledger.regenerate_key(actor, scene.alice_key, grace=False),
+        lambda ledger, actor, scene: ledger.regenerate_key(actor, scene.alice_key, mode="immediate"),
     ),
     "revoke_key": (INTEGRATION, lambda ledger, actor, scene: ledger.revoke_key(actor, scene.alice_key)),
     "regenerate_key of globex": (
         INTEGRATION,
-        lambda ledger, actor, scene: ledger.regenerate_key(actor, scene.globex_key, grace=False),
+        lambda ledger, actor, scene: ledger.regenerate_key(actor, scene.globex_key, mode="immediate"),
     ),
     "revoke_key of globex": (
         INTEGRATION,

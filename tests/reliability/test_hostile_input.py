@@ -134,8 +134,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     with Ledger.open(url, clock=clock) as ledger:
         plain, graced, immediate, revoked = (ledger.create_key(alice, name=f"k{i}") for i in range(4))
         removed = ledger.create_key(bob, name="bob's")
-        again = ledger.regenerate_key(alice, graced.key_id, grace=True)
-        renewed = ledger.regenerate_key(alice, immediate.key_id, grace=False)
+        again = ledger.regenerate_key(alice, graced.key_id, mode="grace")
+        renewed = ledger.regenerate_key(alice, immediate.key_id, mode="immediate")
         ledger.revoke_key(alice, revoked.key_id)
         ledger.revoke_user_access(root, "bob")
         working = {k.secret.get_secret_value(): k.key_id for k in (plain, graced, again, renewed)}

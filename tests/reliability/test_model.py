@@ -208,7 +208,9 @@ class Lifecycle(RuleBasedStateMachine):
         key_id = self.pick(index)
         issued = self.expect(
             self.model.refusal(user, key_id),
-            lambda: self.ledger.regenerate_key(self.actor(user), key_id, grace=grace),
+            lambda: self.ledger.regenerate_key(
+                self.actor(user), key_id, mode="grace" if grace else "immediate"
+            ),
         )
         if issued is not None:
             key, now = self.model.keys[key_id], self.clock()

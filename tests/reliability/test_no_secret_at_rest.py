@@ -117,7 +117,9 @@ def lifecycle(ledger: Ledger, exposure: Exposure, accounts: Accounts, count: int
         exposure.add("returned values", repr(issued) + str(issued) + issued.model_dump_json())
         created.append(issued.key_id)
     for i, key_id in enumerate(created):
-        again = ledger.regenerate_key(accounts.user("alice"), key_id, grace=i % 2 == 0)
+        again = ledger.regenerate_key(
+            accounts.user("alice"), key_id, mode="grace" if i % 2 == 0 else "immediate"
+        )
         exposure.issue(again.secret.get_secret_value())
         exposure.add("returned values", repr(again) + str(again.secret) + again.model_dump_json())
     for key_id in created[::10]:
@@ -132,7 +134,7 @@ def provoke(ledger: Ledger, exposure: Exposure, account: str) -> int:
     user = Accounts(account).user("alice")
     key_id = next(key.key_id for key in ledger.keys(account) if key.status == "active")
     calls: list[Callable[[], object]] = [
-        lambda: ledger.regenerate_key(user, secret),
+        lambda: ledger.regenerate_key(user, secret, mode="grace"),
         lambda: ledger.revoke_key(user, secret),
         lambda: ledger.create_key(user, name=secret),
         lambda: ledger.create_key(user, name="x", purpose=f"the key is {secret}"),

@@ -74,7 +74,9 @@ def record_history(url: str, events: int) -> None:
                 if roll < 0.4 or not keys[account]:
                     keys[account].append(ledger.create_key(user, name=f"key {ledger.position}").key_id)
                 elif roll < 0.75:
-                    ledger.regenerate_key(user, rng.choice(keys[account]), grace=roll < 0.65)
+                    ledger.regenerate_key(
+                        user, rng.choice(keys[account]), mode="grace" if roll < 0.65 else "immediate"
+                    )
                 elif roll < 0.85:
                     ledger.revoke_key(user, keys[account].pop(rng.randrange(len(keys[account]))))
                 elif roll < 0.9:

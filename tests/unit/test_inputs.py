@@ -246,7 +246,7 @@ class TestLedgerOptions:
         ledger = open_ledger(grace_period=grace_period)
         issued = ledger.create_key(alice, name="Shipping")
 
-        renewed = ledger.regenerate_key(alice, issued.key_id, grace=True)
+        renewed = ledger.regenerate_key(alice, issued.key_id, mode="grace")
 
         assert ledger.grace_period == grace_period
         assert renewed.previous_valid_until == clock() + grace_period

@@ -99,7 +99,7 @@ class TestGraceBoundary:
     ) -> None:
         """A secret retired with grace verifies at grace_until - 1 µs and not at grace_until."""
         old = ledger.create_key(alice, name="Shipping")
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
         deadline = clock.now + GRACE
 
         clock.now = deadline - MICROSECOND
@@ -117,7 +117,7 @@ class TestGraceBoundary:
         """With the system clock frozen by freezegun, the deadline holds to the microsecond."""
         with freeze_time("2026-03-01 08:00:00") as frozen, Ledger.open("memory://") as ledger:
             old = ledger.create_key(alice, name="Shipping")
-            ledger.regenerate_key(alice, old.key_id, grace=True)
+            ledger.regenerate_key(alice, old.key_id, mode="grace")
 
             frozen.tick(GRACE - MICROSECOND)
             before = ledger.verify(secret_of(old))
@@ -133,7 +133,7 @@ class TestGraceBoundary:
     ) -> None:
         """A passed deadline refuses the secret whether or not GraceExpired is recorded."""
         old = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, old.key_id, grace=True)
+        ledger.regenerate_key(alice, old.key_id, mode="grace")
         clock.advance(hours=12)
 
         refused_before_sweep = ledger.verify(secret_of(old))
@@ -150,7 +150,7 @@ class TestGraceBoundary:
     ) -> None:
         """GraceExpired recorded late occurs at grace_until and is recorded when the sweep ran."""
         old = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, old.key_id, grace=True)
+        ledger.regenerate_key(alice, old.key_id, mode="grace")
         deadline = clock.now + GRACE
         clock.advance(hours=30)
 
@@ -167,7 +167,7 @@ class TestGraceBoundary:
     ) -> None:
         """expire_grace() records nothing while every deadline is still ahead, and only once after."""
         old = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, old.key_id, grace=True)
+        ledger.regenerate_key(alice, old.key_id, mode="grace")
         clock.now += GRACE - MICROSECOND
 
         early = ledger.expire_grace()
@@ -183,10 +183,10 @@ class TestGraceBoundary:
         """Each secret in grace keeps its own deadline; regenerating again does not extend it."""
         first = ledger.create_key(alice, name="Shipping")
         first_deadline = clock.now + GRACE
-        second = ledger.regenerate_key(alice, first.key_id, grace=True)
+        second = ledger.regenerate_key(alice, first.key_id, mode="grace")
         clock.advance(hours=5)
         second_deadline = clock.now + GRACE
-        ledger.regenerate_key(alice, first.key_id, grace=True)
+        ledger.regenerate_key(alice, first.key_id, mode="grace")
 
         clock.now = first_deadline
         first_at_own_deadline = ledger.verify(secret_of(first))
@@ -204,7 +204,7 @@ class TestGraceBoundary:
     ) -> None:
         """keys() shows a retired secret's hint and deadline while it is in grace, and not after."""
         old = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, old.key_id, grace=True)
+        ledger.regenerate_key(alice, old.key_id, mode="grace")
         deadline = clock.now + GRACE
 
         [during] = ledger.keys("acme")
@@ -220,7 +220,7 @@ class TestGraceBoundary:
         """A ledger opened with a one-hour grace period retires secrets for one hour."""
         ledger = open_ledger(grace_period=timedelta(hours=1))
         old = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, old.key_id, grace=True)
+        ledger.regenerate_key(alice, old.key_id, mode="grace")
 
         clock.advance(minutes=59, seconds=59, microseconds=999_999)
         before = ledger.verify(secret_of(old))
@@ -235,7 +235,7 @@ class TestImmediateRegenerationAndRevocation:
         """Regenerating immediately refuses the old secret the instant the call returns."""
         old = ledger.create_key(alice, name="Shipping")
 
-        new = ledger.regenerate_key(alice, old.key_id, grace=False)
+        new = ledger.regenerate_key(alice, old.key_id, mode="immediate")
 
         assert ledger.verify(secret_of(old)) is None
         assert ledger.verify(secret_of(new)) is not None
@@ -244,9 +244,9 @@ class TestImmediateRegenerationAndRevocation:
     def test_immediate_regeneration_ends_secrets_in_grace(self, ledger: Ledger, alice: Actor) -> None:
         """An immediate regeneration also ends every secret still in grace."""
         first = ledger.create_key(alice, name="Shipping")
-        second = ledger.regenerate_key(alice, first.key_id, grace=True)
+        second = ledger.regenerate_key(alice, first.key_id, mode="grace")
 
-        third = ledger.regenerate_key(alice, first.key_id, grace=False)
+        third = ledger.regenerate_key(alice, first.key_id, mode="immediate")
 
         assert ledger.verify(secret_of(first)) is None
         assert ledger.verify(secret_of(second)) is None
@@ -256,7 +256,7 @@ class TestImmediateRegenerationAndRevocation:
     def test_revocation_ends_every_secret_of_the_key(self, ledger: Ledger, alice: Actor) -> None:
         """A revoked key verifies with none of its secrets, including those in grace."""
         first = ledger.create_key(alice, name="Shipping")
-        second = ledger.regenerate_key(alice, first.key_id, grace=True)
+        second = ledger.regenerate_key(alice, first.key_id, mode="grace")
 
         ledger.revoke_key(alice, first.key_id, reason="compromised")
 
@@ -277,7 +277,7 @@ class TestImmediateRegenerationAndRevocation:
         position = ledger.position
 
         with pytest.raises(KeyAlreadyRevoked):
-            ledger.regenerate_key(alice, issued.key_id, grace=True)
+            ledger.regenerate_key(alice, issued.key_id, mode="grace")
         with pytest.raises(KeyAlreadyRevoked):
             ledger.revoke_key(alice, issued.key_id)
 
@@ -289,7 +289,7 @@ class TestImmediateRegenerationAndRevocation:
         """Any integration user of the account regenerates and revokes its keys; the creator stays."""
         issued = ledger.create_key(alice, name="Shipping")
 
-        ledger.regenerate_key(bob, issued.key_id, grace=False)
+        ledger.regenerate_key(bob, issued.key_id, mode="immediate")
 
         [view] = ledger.keys("acme")
         assert view.created_by == "alice"
@@ -302,9 +302,9 @@ class TestUserAccess:
     ) -> None:
         """Revoking a user removes every key they created or hold a working secret of, in one event."""
         mine = [ledger.create_key(alice, name=f"alice-{i}") for i in range(3)]
-        graced = ledger.regenerate_key(alice, mine[0].key_id, grace=True)
+        graced = ledger.regenerate_key(alice, mine[0].key_id, mode="grace")
         theirs = ledger.create_key(bob, name="bob's")
-        regenerated_by_alice = ledger.regenerate_key(alice, theirs.key_id, grace=False)
+        regenerated_by_alice = ledger.regenerate_key(alice, theirs.key_id, mode="immediate")
         bobs_own = ledger.create_key(bob, name="bob's own")
         ledger.revoke_key(alice, mine[2].key_id)
 
@@ -380,7 +380,7 @@ class TestRefusals:
         with pytest.raises(PermissionDenied):
             ledger.create_key(viewer, name="mine")
         with pytest.raises(PermissionDenied):
-            ledger.regenerate_key(viewer, issued.key_id)
+            ledger.regenerate_key(viewer, issued.key_id, mode="grace")
         with pytest.raises(PermissionDenied):
             ledger.revoke_key(viewer, issued.key_id)
 
@@ -395,7 +395,7 @@ class TestRefusals:
         ledger.create_key(alice, name="Shipping")
 
         with pytest.raises(KeyNotFound):
-            ledger.regenerate_key(alice, key_id)
+            ledger.regenerate_key(alice, key_id, mode="grace")
         with pytest.raises(KeyNotFound):
             ledger.revoke_key(alice, key_id)
 
@@ -464,7 +464,7 @@ class TestAudit:
     ) -> None:
         """The audit trail holds one entry per event, oldest first, with actor and key."""
         issued = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, issued.key_id, grace=True)
+        ledger.regenerate_key(alice, issued.key_id, mode="grace")
         clock.advance(hours=13)
         ledger.expire_grace()
         ledger.revoke_key(alice, issued.key_id, reason="rotated")
@@ -511,7 +511,7 @@ class TestAudit:
     def test_integrity_check_passes_on_an_untouched_ledger(self, ledger: Ledger, alice: Actor) -> None:
         """check_integrity() reports ok and counts every event of an untouched ledger."""
         issued = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, issued.key_id)
+        ledger.regenerate_key(alice, issued.key_id, mode="grace")
 
         report = ledger.check_integrity()
 
@@ -557,7 +557,7 @@ class TestSweeper:
     ) -> None:
         """start_sweeper() records GraceExpired for passed deadlines without the caller's help."""
         old = ledger.create_key(alice, name="Shipping")
-        ledger.regenerate_key(alice, old.key_id, grace=True)
+        ledger.regenerate_key(alice, old.key_id, mode="grace")
         clock.advance(hours=12)
 
         ledger.start_sweeper(0.01)
@@ -593,7 +593,7 @@ class TestSettingsFromTheEnvironment:
         ledger = open_ledger()
 
         old = ledger.create_key(alice, name="Shipping")
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
 
         assert secret_of(old).startswith("acme_live_")
         assert new.previous_valid_until == clock.now + timedelta(hours=1)

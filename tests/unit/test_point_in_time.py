@@ -74,7 +74,8 @@ class TestAroundCreation:
 
 @dataclass(frozen=True)
 class Regenerated:
-    """A key created at t0 and regenerated with grace at t1; nothing recorded since."""
+    """A key created at t0 and regenerated with grace at t1; nothing recorded since, and
+    the clock moved well past the deadline (a future instant is refused)."""
 
     key_id: str
     old: str
@@ -95,7 +96,8 @@ class TestAroundAGraceDeadline:
         t0 = clock.now
         old = ledger.create_key(alice, name="Shipping")
         t1 = clock.advance(hours=1)
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
+        clock.advance(3 * GRACE)
         return Regenerated(key_id=old.key_id, old=secret(old), new=secret(new), t0=t0, t1=t1)
 
     def test_the_retired_secret_works_until_one_microsecond_before_its_deadline(
@@ -181,9 +183,10 @@ class TestSeveralGraceDeadlines:
         """Two regenerations two hours apart retire two secrets with deadlines two hours apart."""
         first = ledger.create_key(alice, name="Shipping")
         t1 = clock.advance(hours=1)
-        second = ledger.regenerate_key(alice, first.key_id, grace=True)
+        second = ledger.regenerate_key(alice, first.key_id, mode="grace")
         t2 = clock.advance(hours=2)
-        third = ledger.regenerate_key(alice, first.key_id, grace=True)
+        third = ledger.regenerate_key(alice, first.key_id, mode="grace")
+        clock.advance(3 * GRACE)
 
         around_first = [works(ledger, secret(first), at) for at in (t1 + GRACE - US, t1 + GRACE)]
         around_second = [works(ledger, secret(second), at) for at in (t2 + GRACE - US, t2 + GRACE)]
@@ -203,7 +206,8 @@ class TestImmediateEnds:
         """The old secret works until 1 µs before an immediate regeneration, and not at it."""
         old = ledger.create_key(alice, name="Shipping")
         t = clock.advance(hours=1)
-        new = ledger.regenerate_key(alice, old.key_id, grace=False)
+        new = ledger.regenerate_key(alice, old.key_id, mode="immediate")
+        clock.advance(hours=1)
 
         old_answers = [works(ledger, secret(old), at) for at in (t - US, t, t + US)]
         new_answers = [works(ledger, secret(new), at) for at in (t - US, t, t + US)]
@@ -217,9 +221,10 @@ class TestImmediateEnds:
         """A secret in grace stops at an immediate regeneration, long before its deadline."""
         first = ledger.create_key(alice, name="Shipping")
         t1 = clock.advance(hours=1)
-        ledger.regenerate_key(alice, first.key_id, grace=True)
+        ledger.regenerate_key(alice, first.key_id, mode="grace")
         t2 = clock.advance(hours=2)
-        ledger.regenerate_key(alice, first.key_id, grace=False)
+        ledger.regenerate_key(alice, first.key_id, mode="immediate")
+        clock.advance(GRACE)
 
         answers = [works(ledger, secret(first), at) for at in (t1, t2 - US, t2, t1 + GRACE - US)]
 
@@ -231,9 +236,10 @@ class TestImmediateEnds:
         """A revoked key's current and grace secrets work until 1 µs before, and not at it."""
         old = ledger.create_key(alice, name="Shipping")
         clock.advance(hours=1)
-        new = ledger.regenerate_key(alice, old.key_id, grace=True)
+        new = ledger.regenerate_key(alice, old.key_id, mode="grace")
         t = clock.advance(hours=1)
         ledger.revoke_key(alice, old.key_id, reason="leaked")
+        clock.advance(hours=1)
 
         answers = {
             name: [works(ledger, key, at) for at in (t - US, t, t + US)]
@@ -250,7 +256,7 @@ class TestImmediateEnds:
         bobs = ledger.create_key(bob, name="Bob's sync")
         alices = ledger.create_key(alice, name="Shipping")
         clock.advance(minutes=30)
-        bobs_new = ledger.regenerate_key(bob, bobs.key_id, grace=True)
+        bobs_new = ledger.regenerate_key(bob, bobs.key_id, mode="grace")
         t = clock.advance(minutes=30)
         ledger.revoke_user_access(admin, "bob")
 
@@ -279,10 +285,11 @@ class TestKeysAtAnInstant:
         times["t2"] = clock.advance(hours=1)
         ids.append(ledger.create_key(alice, name="Mid").key_id)
         times["t3"] = clock.advance(hours=1)
-        ledger.regenerate_key(alice, ids[0], grace=True)
+        ledger.regenerate_key(alice, ids[0], mode="grace")
         times["t4"] = clock.advance(hours=1)
         ledger.revoke_key(bob, ids[1])
         times["deadline"] = times["t3"] + GRACE
+        clock.advance(3 * GRACE)  # the questions come later: a future instant is refused
         return times
 
     def test_lists_nothing_before_the_first_creation(
@@ -394,3 +401,29 @@ class TestNaiveInstants:
         principal = ledger.verify(key, at=clock.now.astimezone(UTC))
 
         assert principal is not None
+
+
+class TestFutureInstants:
+    """An instant after the ledger's clock is refused: the ledger answers for the past."""
+
+    def test_verify_refuses_a_future_instant(self, ledger: Ledger, clock: ManualClock, alice: Actor) -> None:
+        """verify(key, at=now + 1 µs) raises InvalidInput naming at; at=now answers."""
+        key = secret(ledger.create_key(alice, name="Shipping"))
+
+        with pytest.raises(InvalidInput, match="in the future") as raised:
+            ledger.verify(key, at=clock.now + US)
+
+        assert raised.value.field == "at"
+        assert ledger.verify(key, at=clock.now) is not None
+
+    @pytest.mark.parametrize("query", ["keys", "valid_keys"])
+    def test_listings_refuse_a_future_instant(
+        self, ledger: Ledger, clock: ManualClock, alice: Actor, query: str
+    ) -> None:
+        """keys(at=future) and valid_keys(at=future) raise InvalidInput naming at."""
+        ledger.create_key(alice, name="Shipping")
+
+        with pytest.raises(InvalidInput, match="in the future") as raised:
+            getattr(ledger, query)("acme", at=clock.now + timedelta(days=1))
+
+        assert raised.value.field == "at"

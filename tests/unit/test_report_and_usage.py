@@ -45,7 +45,7 @@ class TestStaleKeys:
         old = ledger.create_key(alice, name="Old")
         renewed = ledger.create_key(alice, name="Renewed")
         clock.advance(days=60)
-        ledger.regenerate_key(alice, renewed.key_id, grace=False)
+        ledger.regenerate_key(alice, renewed.key_id, mode="immediate")
 
         report = ledger.report("acme", now=created_at + 91 * DAY)
 
@@ -124,7 +124,7 @@ class TestSecretsInGrace:
         """After a regeneration with grace, the report lists the old secret's hint and deadline."""
         issued = ledger.create_key(alice, name="Shipping")
         regenerated_at = clock.advance(hours=1)
-        ledger.regenerate_key(alice, issued.key_id, grace=True)
+        ledger.regenerate_key(alice, issued.key_id, mode="grace")
 
         report = ledger.report("acme", now=regenerated_at + timedelta(hours=1))
 
@@ -136,7 +136,7 @@ class TestSecretsInGrace:
         """At its deadline, recorded or not, a secret is no longer listed in grace."""
         issued = ledger.create_key(alice, name="Shipping")
         regenerated_at = clock.advance(hours=1)
-        ledger.regenerate_key(alice, issued.key_id, grace=True)
+        ledger.regenerate_key(alice, issued.key_id, mode="grace")
 
         at_deadline = ledger.report("acme", now=regenerated_at + GRACE)
         before = ledger.report("acme", now=regenerated_at + GRACE - timedelta(microseconds=1))
@@ -151,10 +151,10 @@ class TestSecretsInGrace:
         first = ledger.create_key(alice, name="Shipping")
         second = ledger.create_key(bob, name="Bob's sync")
         t1 = clock.advance(hours=1)
-        middle = ledger.regenerate_key(alice, first.key_id, grace=True)
-        ledger.regenerate_key(bob, second.key_id, grace=True)
+        middle = ledger.regenerate_key(alice, first.key_id, mode="grace")
+        ledger.regenerate_key(bob, second.key_id, mode="grace")
         t2 = clock.advance(hours=1)
-        ledger.regenerate_key(alice, first.key_id, grace=True)
+        ledger.regenerate_key(alice, first.key_id, mode="grace")
 
         report = ledger.report("acme", now=t2)
 
@@ -186,7 +186,7 @@ class TestCreators:
     ) -> None:
         """After Bob's access is revoked, none of his keys works and the report counts 0."""
         bobs = ledger.create_key(bob, name="Bob's sync")
-        ledger.regenerate_key(bob, bobs.key_id, grace=True)
+        ledger.regenerate_key(bob, bobs.key_id, mode="grace")
         ledger.create_key(bob, name="Bob's spare")
         ledger.create_key(alice, name="Alice's")
         before = ledger.report("acme")
@@ -288,7 +288,7 @@ class TestLastUsed:
         """Verifying the retired secret of a key in grace records a use of that key."""
         issued = ledger.create_key(alice, name="Shipping")
         clock.advance(minutes=5)
-        ledger.regenerate_key(alice, issued.key_id, grace=True)
+        ledger.regenerate_key(alice, issued.key_id, mode="grace")
         used_at = clock.advance(minutes=5)
 
         principal = ledger.verify(secret(issued))

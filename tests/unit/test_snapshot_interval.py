@@ -35,7 +35,7 @@ def test_an_account_of_two_thousand_keys_is_snapshotted_every_two_hundred_events
             ledger.create_key(alice, name=f"key {n}")
         assert snapshot_versions(ledger, "acme") == list(range(100, 2001, 100))
         for _ in range(400):  # versions 2001..2400, at 2,000 keys
-            ledger.regenerate_key(alice, first.key_id, grace=False)
+            ledger.regenerate_key(alice, first.key_id, mode="immediate")
 
         assert snapshot_versions(ledger, "acme")[-3:] == [2000, 2200, 2400]
         snapshots = ledger._connection.app.snapshots
@@ -56,7 +56,7 @@ def test_reloading_a_large_keyring_replays_only_the_events_after_its_snapshot(
         for n in range(1, 2000):
             ledger.create_key(alice, name=f"key {n}")
         for _ in range(150):
-            ledger.regenerate_key(alice, first.key_id, grace=False)
+            ledger.regenerate_key(alice, first.key_id, mode="immediate")
         app = ledger._connection.app
         assert app.repository.cache is not None
         app.repository.cache.get(Keyring.id_for("acme"), evict=True)  # forget the cached Keyring

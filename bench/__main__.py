@@ -30,6 +30,7 @@ import orjson
 
 from bench.account_cases import account_rows
 from bench.command_cases import sqlite_command_rows
+from bench.console_cases import console_rows
 from bench.harness import Row, chosen_scale, figure, render
 from bench.postgres_cases import postgres_command_rows
 from bench.revocation import revocation_rows
@@ -49,6 +50,7 @@ CASES: dict[str, tuple[Case, list[str]]] = {
     "audit": (audit_rows, ["audit by key", "by actor", "by account and month", "by action"]),
     "revocation": (revocation_rows, ["revocation seen by another process (SQLite, PostgreSQL; busy, idle)"]),
     "integrity": (integrity_rows, ["integrity check"]),
+    "console": (console_rows, ["console keys page", "console audit page"]),
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 ROOT = RESULTS.parent.parent

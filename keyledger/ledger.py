@@ -248,6 +248,15 @@ class Ledger:
         logger.info("access of %r revoked by %r; %d keys removed", user_id, actor.user_id, len(removed))
         return removed
 
+    def preview_revoke_user_access(self, actor: Actor, user_id: str) -> list[str]:
+        """A dry run of :meth:`revoke_user_access`: the key ids it would remove now, or the
+        error it would raise. Decides on a copy of the account's Keyring and saves nothing."""
+        actor = self._acting(actor)
+        user_id = self._no_key("user_id", check_identifier("user_id", user_id))
+        now = self._now()
+        keyring = self._connection.guard(partial(self._commands.load, actor.account, now)).copy()
+        return keyring.revoke_user_access(actor, user_id, now=now)
+
     def restore_user_access(self, actor: Actor, user_id: str) -> None:
         """Let a revoked user manage keys again (their removed keys stay removed)."""
         actor = self._acting(actor)

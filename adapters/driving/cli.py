@@ -31,7 +31,7 @@ from keyledger import (
     Ledger,
     StoreUnavailable,
 )
-from keyledger.adapters.driving import cli_review, render
+from keyledger.adapters.driving import cli_console, cli_review, render
 from keyledger.adapters.driving.cli_common import (
     EXIT_REFUSED,
     AccountOption,
@@ -342,6 +342,7 @@ def demo(
 
 
 cli_review.register(app)
+cli_console.register(app)
 
 
 def main() -> None:

@@ -226,7 +226,7 @@ DRIVEN = (
     "memory_views",
 )
 """Adapters the ledger drives (``adapters/driven/``): stores, views and the event encoding."""
-PUBLISHED = ("asgi", "wsgi", "fastapi", "cli")
+PUBLISHED = ("asgi", "wsgi", "fastapi", "cli", "console")
 """Driving adapters also importable at ``keyledger.adapters.<name>`` (their published paths)."""
 LAYERS: dict[str, tuple[str, ...]] = {
     "domain": ("keyledger.domain",),
@@ -250,7 +250,7 @@ def layer_files() -> list[tuple[str, Path]]:
     found += [("projections", path) for path in sorted((ROOT / "projections").glob("*.py"))]
     found += [("keyledger", path) for path in sorted((ROOT / "keyledger").glob("*.py"))]
     found += [("driven", path) for path in sorted((ROOT / "adapters" / "driven").glob("*.py"))]
-    found += [("driving", path) for path in sorted((ROOT / "adapters" / "driving").glob("*.py"))]
+    found += [("driving", path) for path in sorted((ROOT / "adapters" / "driving").rglob("*.py"))]
     found += [("published", path) for path in sorted((ROOT / "adapters").glob("*.py"))]
     return found
 

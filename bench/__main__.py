@@ -33,8 +33,10 @@ from bench.command_cases import sqlite_command_rows
 from bench.console_cases import console_rows
 from bench.harness import Row, chosen_scale, figure, render
 from bench.postgres_cases import postgres_command_rows
+from bench.rebuild_cases import rebuild_rows
 from bench.revocation import revocation_rows
-from bench.store_cases import audit_rows, integrity_rows, rebuild_rows
+from bench.store_cases import audit_rows, integrity_rows
+from bench.subscriber_cases import subscriber_rows
 from bench.verify_cases import memory_rows, open_rows, verify_rows
 from bench.workspace import Workspace
 
@@ -46,11 +48,12 @@ CASES: dict[str, tuple[Case, list[str]]] = {
     "sqlite-commands": (sqlite_command_rows, ["commands on a SQLite file"]),
     "account-size": (account_rows, ["commands on a 10,000-key account"]),
     "postgres-commands": (postgres_command_rows, ["commands on PostgreSQL, 1 writer", "... 4 writers"]),
-    "rebuild": (rebuild_rows, ["rebuild all projections"]),
+    "rebuild": (rebuild_rows, ["rebuild all projections (SQLite, PostgreSQL)"]),
     "audit": (audit_rows, ["audit by key", "by actor", "by account and month", "by action"]),
     "revocation": (revocation_rows, ["revocation seen by another process (SQLite, PostgreSQL; busy, idle)"]),
     "integrity": (integrity_rows, ["integrity check"]),
     "console": (console_rows, ["console keys page", "console audit page"]),
+    "subscriber": (subscriber_rows, ["entry reaches a subscriber in another process (SQLite, PostgreSQL)"]),
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 ROOT = RESULTS.parent.parent

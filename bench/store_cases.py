@@ -12,8 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bench.harness import Row, compared, paired, percentile
 from bench.workspace import Workspace
 from keyledger import Ledger
@@ -43,27 +41,6 @@ def event_count(path: Path) -> int:
         return int(connection.execute("SELECT count(*) FROM stored_events").fetchone()[0])
     finally:
         connection.close()
-
-
-def rebuild_rows(space: Workspace) -> list[Row]:
-    store = space.large()
-    events = event_count(store.path)
-    with Ledger.open(store.url, follow=False) as ledger:
-
-        def ours() -> float:
-            began = time.perf_counter()
-            ledger.rebuild_projections()
-            return events / (time.perf_counter() - began)
-
-        floors, measured = paired(
-            lambda: raw_events(store.path, lambda row: orjson.loads(row[4])), ours, space.scale.heavy_runs
-        )
-    return [
-        compared(
-            "rebuild all projections (SQLite; floor: SELECT + orjson.loads)", f"{events:,} events",
-            "events/s", floors, measured, higher_is_better=True, minimum=0.5,
-        )
-    ]  # fmt: skip
 
 
 def integrity_rows(space: Workspace) -> list[Row]:

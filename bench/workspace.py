@@ -24,8 +24,8 @@ from bench.harness import Scale
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPING = (
-    "domain/*.py", "projections/*.py", "adapters/transcoding.py", "adapters/sql_views.py",
-    "adapters/sqlite_views.py", "keyledger/application.py", "keyledger/follower.py", "bench/fixtures.py",
+    "domain/*.py", "projections/*.py", "adapters/driven/*.py", "keyledger/application.py",
+    "keyledger/follower.py", "keyledger/commands.py", "bench/fixtures.py",
 )  # fmt: skip
 BIG = "big-account"
 SMALL = "small-account"

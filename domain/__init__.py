@@ -8,6 +8,7 @@ from keyledger.domain.actors import DEFAULT_ACCOUNT, Actor, Permission
 from keyledger.domain.errors import (
     AccessRevoked,
     Conflict,
+    FrozenLedger,
     IntegrityViolation,
     InvalidInput,
     KeyAlreadyRevoked,
@@ -36,6 +37,7 @@ __all__ = [
     "AccessRevoked",
     "Actor",
     "Conflict",
+    "FrozenLedger",
     "IntegrityViolation",
     "InvalidInput",
     "KeyAlreadyRevoked",

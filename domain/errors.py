@@ -11,6 +11,7 @@
     ├── UserAccessUnchanged   the user's access is already what the command asks for
     ├── Conflict              concurrent writers kept winning; nothing recorded
     ├── IntegrityViolation    stored history does not match its hash chain
+    ├── FrozenLedger          the ledger is a frozen copy of a past; it records nothing
     └── StoreUnavailable      the event store could not be reached or written
 
 No message ever contains a secret: errors name key ids, fields and users, never a
@@ -67,6 +68,12 @@ class Conflict(KeyLedgerError):
 class IntegrityViolation(KeyLedgerError):
     """Stored history does not match its hash chain (raised where a check cannot
     simply report, such as decoding a tampered event)."""
+
+
+class FrozenLedger(KeyLedgerError):
+    """The ledger is a frozen copy of its history up to an instant (``Ledger.copy`` with
+    ``until``): it answers queries but records nothing, since a past must not grow a
+    second future."""
 
 
 class StoreUnavailable(KeyLedgerError):

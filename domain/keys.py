@@ -21,6 +21,7 @@ import hashlib
 import re
 import secrets
 import zlib
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 from keyledger.domain.errors import InvalidInput
@@ -215,6 +216,30 @@ class CredentialParser:
 def parser_for(prefix: str) -> CredentialParser:
     """The parser of one prefix (kept: a ledger, the CLI and tests share it)."""
     return CredentialParser(prefix)
+
+
+def digester(prefixes: Sequence[str]) -> Callable[[object], bytes | None]:
+    """The digest of a credential carrying a key of any of ``prefixes`` (the
+    :meth:`CredentialParser.digest` of the one prefix itself, when there is one)."""
+    digests = [parser_for(prefix).digest for prefix in prefixes]
+    if len(digests) == 1:
+        return digests[0]
+
+    def digest(credential: object) -> bytes | None:
+        for one in digests:
+            found = one(credential)
+            if found is not None:
+                return found
+        return None
+
+    return digest
+
+
+def diagnose_any(credential: object, prefixes: Sequence[str]) -> KeyDiagnosis:
+    """:func:`diagnose_key` for the first of ``prefixes`` whose keys ``credential`` could
+    be (the first prefix's diagnosis when it has none of them)."""
+    diagnoses = [diagnose_key(credential, prefix) for prefix in prefixes]
+    return next((d for d in diagnoses if d is not KeyDiagnosis.WRONG_PREFIX), diagnoses[0])
 
 
 def extract_key(credential: object, prefix: str) -> str | None:

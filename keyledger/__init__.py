@@ -15,6 +15,7 @@ from keyledger.domain import (
     AccessRevoked,
     Actor,
     Conflict,
+    FrozenLedger,
     IntegrityViolation,
     InvalidInput,
     KeyAlreadyRevoked,
@@ -37,8 +38,13 @@ from keyledger.results import (
     Health,
     IntegrityReport,
     IssuedKey,
+    KeyPage,
     Principal,
 )
+from keyledger.subscribers import SubscriptionStatus
+from keyledger.subscriptions import Subscription
+from keyledger.webhook_signing import verify_webhook
+from keyledger.webhooks import Webhook, WebhookDelivery
 
 __all__ = [
     "DEFAULT_ACCOUNT",
@@ -52,6 +58,7 @@ __all__ = [
     "Conflict",
     "ExportCheckpoint",
     "ExportReport",
+    "FrozenLedger",
     "GraceSecret",
     "Health",
     "IntegrityReport",
@@ -61,12 +68,18 @@ __all__ = [
     "KeyAlreadyRevoked",
     "KeyLedgerError",
     "KeyNotFound",
+    "KeyPage",
     "KeyView",
     "Ledger",
     "Permission",
     "PermissionDenied",
     "Principal",
     "StoreUnavailable",
+    "Subscription",
+    "SubscriptionStatus",
     "UserAccessUnchanged",
+    "Webhook",
+    "WebhookDelivery",
     "verify_export",
+    "verify_webhook",
 ]

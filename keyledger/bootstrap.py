@@ -38,17 +38,17 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def key_prefix(given: str | None) -> str:
-    """The prefix of the keys a ledger issues: ``given``, else ``KEYLEDGER_KEY_PREFIX``,
-    else ``kl``. A bad value is refused naming where it came from (the argument, or the
-    variable)."""
+def key_prefix(given: str | None) -> tuple[str | None, str]:
+    """The key prefix this process asks for (``given``, else ``KEYLEDGER_KEY_PREFIX``, else
+    none: the ledger's own) and where it came from, for errors. A bad value is refused
+    naming where it came from (the argument, or the variable)."""
     if given is not None:
-        return keyformat.check_prefix(given)
+        return keyformat.check_prefix(given), "key_prefix"
     from_environment = os.environ.get(PREFIX_VARIABLE)
     if not from_environment:
-        return keyformat.DEFAULT_PREFIX
+        return None, PREFIX_VARIABLE
     try:
-        return keyformat.check_prefix(from_environment)
+        return keyformat.check_prefix(from_environment), PREFIX_VARIABLE
     except InvalidInput as error:
         raise InvalidInput(PREFIX_VARIABLE, error.reason) from None
 

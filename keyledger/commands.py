@@ -27,7 +27,7 @@ from eventsourcing.application import AggregateNotFoundError, project_aggregate
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, PersistenceError
 
 from keyledger.connection import Connection
-from keyledger.domain import Conflict, Keyring, StoreUnavailable
+from keyledger.domain import Conflict, FrozenLedger, Keyring, StoreUnavailable
 
 T = TypeVar("T")
 logger = logging.getLogger("keyledger")
@@ -54,6 +54,11 @@ class Commands:
         # one process at a time per account through the store's account locks.
         connection = self._connection
         connection.ready()
+        if connection.frozen_until is not None:
+            raise FrozenLedger(
+                f"this ledger is a frozen copy of the history before {connection.frozen_until.isoformat()}: "
+                "it records nothing"
+            )
         app, unit_of_work = connection.app, connection.unit_of_work
         with connection.lock_for(account), connection.locks.hold(account):
             for attempt in range(self._max_attempts):

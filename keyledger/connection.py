@@ -21,6 +21,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from datetime import datetime
 from typing import TypeVar
 
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
@@ -74,6 +75,8 @@ class Connection:
         self._follow = follow
         self._connect = reconnect
         self.closed = False
+        self.frozen_until: datetime | None = None
+        """The instant a frozen copy stops at (commands refused), or ``None``."""
         self.forked = False
         self._fork_consistent = True
         self._reconnecting = threading.Lock()

@@ -209,25 +209,24 @@ class Follower:
             self.store.write(events, project, after=position)
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Empty the durable views and replay every event into them; returns the count."""
+        """Build the durable views anew from the log and swap them in (see
+        :meth:`ViewStore.rebuild`); this process's index becomes the rebuilt one. Returns
+        the position the new views hold.
+
+        Nothing here holds this follower's lock until the swap is done, so verification,
+        commands and following go on meanwhile, on the views in use."""
+        total = self.head()
+        position, index = self.store.rebuild(self._read, total, progress, page=REBUILD_PAGE_SIZE)
         with self.lock:
-            total = self.head()
-            self.store.reset()
-            done = 0
-            if progress:
-                progress(0, total)
-            while (position := self.store.position()) < total:
-                events = self._read(position, REBUILD_PAGE_SIZE)
-                if not events:
-                    break
-                self.store.write(events, project, after=position)
-                done = events[-1].position
-                if progress:
-                    progress(done, total)
-            self.index = ValidKeyIndex(self.store.valid_entries())
-            self.position = self.store.position()
-            self.catch_up()
-            return done
+            # Up to this process's position before it replaces the index in use, so that
+            # no secret ended by then verifies again, not even for a moment.
+            while position < self.position and (events := self._read(position)):
+                for event in events:
+                    index.apply(event)
+                position = events[-1].position
+            self.index, self.position = index, position
+            self._read_to_head()
+        return position
 
     # Following other processes.
 

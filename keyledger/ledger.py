@@ -22,7 +22,7 @@ from typing import IO, Any, Literal, Self
 
 from pydantic import SecretStr
 
-from keyledger import bootstrap
+from keyledger import bootstrap, copying, prefixes
 from keyledger.adapters.driven.account_locks import AccountLocks
 from keyledger.adapters.driven.stores import parse_url, resolve_url
 from keyledger.application import KeyringApplication
@@ -49,10 +49,21 @@ from keyledger.domain.inputs import (
 from keyledger.export import ExportCheckpoint, Format
 from keyledger.projections.audit import DEFAULT_LIMIT, AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyView
-from keyledger.queries import Queries, text
+from keyledger.queries import Progress, Queries, text
 from keyledger.report import DEFAULT_STALE_AFTER, DEFAULT_UNUSED_AFTER, ComplianceReport
-from keyledger.results import AccountSummary, Checkpoint, Health, IntegrityReport, IssuedKey, Principal
-from keyledger.verifier import ALWAYS_CURRENT, Verifier
+from keyledger.results import (
+    AccountSummary,
+    Checkpoint,
+    Health,
+    IntegrityReport,
+    IssuedKey,
+    KeyPage,
+    Principal,
+)
+from keyledger.subscribers import Subscriptions, SubscriptionStatus
+from keyledger.subscriptions import Handler, Subscription
+from keyledger.verifier import ALWAYS_CURRENT, Verifier, past
+from keyledger.webhooks import Webhook, WebhookDelivery, Webhooks
 
 __all__ = ["Ledger", "system_clock"]
 
@@ -76,7 +87,7 @@ class Ledger:
         *,
         store: str,
         grace_period: timedelta = bootstrap.DEFAULT_GRACE_PERIOD,
-        key_prefix: str = keyformat.DEFAULT_PREFIX,
+        key_prefix: str | None = None,
         clock: Clock = system_clock,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         strict: bool = False,
@@ -92,7 +103,7 @@ class Ledger:
             raise InvalidInput("max_lag", "must be a timedelta from 100 milliseconds to 1 day")
         self.store = store
         """The store this ledger writes to, without any password."""
-        self.key_prefix = keyformat.check_prefix(key_prefix)
+        wanted, source = bootstrap.key_prefix(key_prefix)
         self.max_lag = max_lag
         """How long verification may go without confirming it holds every event of the
         log before it refuses every credential (ledgers other processes write to)."""
@@ -110,14 +121,27 @@ class Ledger:
             lag=max_lag.total_seconds() if app.is_shared else ALWAYS_CURRENT,
             reconnect=reopen,
         )
+        try:
+            views = self._connection.views
+            self._prefixes = self._connection.guard(partial(prefixes.recorded, views, wanted, source))
+            self._connection.frozen_until = self._connection.guard(partial(copying.frozen_until, views))
+        except BaseException:
+            self._connection.close()
+            raise
         self._commands = Commands(self._connection, self._now, max_attempts)
         self._queries = Queries(self._connection, self._now, self._commands)
-        self._verifier = Verifier(self._connection, key_prefix=self.key_prefix, clock=clock, strict=strict)
+        self._verifier = Verifier(
+            self._connection, key_prefixes=self._prefixes.accepted, clock=clock, strict=strict
+        )
         # The hot path answers without a second call: Verifier.verify, bound.
         self.verify = self._verifier.verify  # type: ignore[method-assign]
+        if self._connection.frozen_until is not None:
+            self.verify = partial(_verify_in_the_past, self._verifier.verify)  # type: ignore[method-assign]
         self._sweeper: threading.Thread | None = None
         self._sweep_interval: float | None = None
         self._connection.on_reconnect(self._after_reconnect)
+        self._subscriptions = Subscriptions(self._connection)
+        self._webhooks = Webhooks(self._connection, self._subscriptions, self._now)
 
     @classmethod
     def open(
@@ -136,8 +160,10 @@ class Ledger:
 
         ``grace_period`` is how long a secret retired with grace keeps working (1 minute
         to 7 days; default ``KEYLEDGER_GRACE_SECONDS``, else 12 hours); ``key_prefix``
-        starts every key this ledger issues (default ``KEYLEDGER_KEY_PREFIX``, else
-        ``kl``): services and the CLI that share a ledger should share these settings;
+        (default ``KEYLEDGER_KEY_PREFIX``) must be the prefix the ledger recorded when it
+        was first opened (a new ledger records it; ``kl`` if none is given), else
+        :class:`InvalidInput`: without one, a process takes the ledger's (see
+        :meth:`change_key_prefix`);
         ``clock`` returns the current time (timezone-aware), for tests and demos. With
         ``strict``, every verification first checks the log head (read-your-writes across
         processes). ``follow`` starts the thread that applies other processes' events
@@ -149,7 +175,7 @@ class Ledger:
         has caught up again, and :meth:`health` says why.
         """
         settings = parse_url(resolve_url(url))
-        prefix = bootstrap.key_prefix(key_prefix)
+        bootstrap.key_prefix(key_prefix)  # a bad value is refused before the store is opened
         grace = bootstrap.grace_period(grace_period)
         reopen = partial(bootstrap.connect, settings)
         app, locks = reopen()
@@ -158,7 +184,7 @@ class Ledger:
                 app,
                 store=settings.describe(),
                 grace_period=grace,
-                key_prefix=prefix,
+                key_prefix=key_prefix,
                 clock=clock,
                 max_attempts=max_attempts,
                 strict=strict,
@@ -359,6 +385,12 @@ class Ledger:
         given (a future one is :class:`InvalidInput`). Never a secret."""
         return self._queries.keys(account, at)
 
+    def keys_page(self, account: str = DEFAULT_ACCOUNT, *, offset: int = 0, limit: int = 50) -> KeyPage:
+        """A page of the account's keys as they are now, newest first: ``limit`` keys (1 to
+        1,000) after skipping ``offset``, with how many keys the account has and how many
+        are active; reads only the page, for lists too long to read whole."""
+        return self._queries.keys_page(account, offset, limit)
+
     def valid_keys(self, account: str = DEFAULT_ACCOUNT, *, at: datetime | None = None) -> list[KeyView]:
         """The account's keys that had a working secret now (or at ``at``)."""
         return [view for view in self.keys(account, at=at) if view.status == "active"]
@@ -410,6 +442,43 @@ class Ledger:
         """Rebuild every view from zero, calling ``progress(done, total)`` as it goes
         (positions); returns the last position applied. The last-used side table stays."""
         return self._queries.rebuild(progress)
+
+    def copy(self, to_url: str, *, until: datetime | None = None, progress: Progress | None = None) -> int:
+        """Copy every event recorded before ``until`` (every event, without) into the empty
+        store at ``to_url``, keeping every stream's versions and chains, and build its
+        views; returns the number of events copied. With ``until`` the copy is a frozen
+        history: it answers queries, ``verify(..., at=)``, exports and
+        :meth:`check_integrity`, and every command on it raises :class:`FrozenLedger`.
+        Without, it is a migration (``sqlite:///`` to ``postgresql://``, say), writable.
+        ``progress(done, total)`` is called as the source's log is read (positions), then
+        as the copy's views are built. A copy cut short is refused when opened."""
+        if not isinstance(to_url, str) or not to_url.startswith(("sqlite:", "postgresql:", "postgres:")):
+            raise InvalidInput("to_url", "must name a durable store: sqlite:///... or postgresql://...")
+        instant = None if until is None else past("until", until, self._now())
+        source = self._connection
+        with Ledger.open(
+            to_url,
+            key_prefix=self.key_prefix,
+            grace_period=self.grace_period,
+            clock=self._clock,
+            follow=False,
+        ) as target:
+            copy = target._connection
+            copy.guard(partial(copying.start, copy.views, copy.app.recorder, self.store, instant))
+            copy.guard(partial(prefixes.adopt, copy.views, self._prefixes))
+
+            def copy_events() -> int:
+                copied = 0
+                for page in copying.events_before(source.app.recorder, source.mapper, instant, progress):
+                    copy.app.recorder.insert_events(page)
+                    copied += len(page)
+                return copied
+
+            copied = source.guard(copy_events)
+            target.rebuild_projections(progress)
+            copy.guard(partial(copying.finish, copy.views, instant))
+        logger.info("copied %d events to %s", copied, target.store)
+        return copied
 
     def report(
         self,
@@ -463,6 +532,46 @@ class Ledger:
         """The position (global notification id) this process's views have reached."""
         return self._connection.follower.position
 
+    # Subscribers and webhooks (keyledger.subscriptions, keyledger.webhooks)
+
+    def subscribe(self, handler: Handler, *, name: str, batch: int = 100) -> Subscription:
+        """Call ``handler(entry)`` with each audit entry after the position saved under
+        ``name`` (a new name starts at the first entry), in position order, in a
+        background thread; the position moves on once the handler returns. A failing
+        handler is retried with backoff, never skipped; delivery is at least once (a
+        crash between the handler and the save repeats that entry) and one thread or
+        process at a time delivers under a name (the others stand by). ``batch``: entries
+        read at a time (1 to 10,000). See :mod:`keyledger.subscriptions`."""
+        return self._subscriptions.subscribe(handler, name, batch)
+
+    def subscriptions(self) -> list[SubscriptionStatus]:
+        """Every subscription name (webhooks' ``webhook:<id>`` too) with its position,
+        lag, failed attempts and last error, by name."""
+        return self._subscriptions.statuses()
+
+    def add_webhook(self, url: str, secret: str, actions: Sequence[str] | None = None) -> Webhook:
+        """Configure a webhook: each audit entry from now on (of ``actions`` only, if
+        given) is POSTed to ``url`` as JSON, signed with ``secret`` (24 to 512
+        characters; receivers check it with :func:`keyledger.verify_webhook`). The
+        secret is stored only sealed under the host's ``KEYLEDGER_WEBHOOK_KEY``
+        (required). Delivery runs where :meth:`start_webhooks` is called. See
+        :mod:`keyledger.webhooks`."""
+        return self._webhooks.add(url, secret, actions, self.key_prefixes)
+
+    def webhooks(self) -> list[Webhook]:
+        """Every webhook with its delivery state (never its secret), oldest first."""
+        return self._webhooks.list()
+
+    def remove_webhook(self, webhook_id: str) -> bool:
+        """Remove a webhook and its delivery state; ``False`` if there is none."""
+        return self._webhooks.remove(webhook_id)
+
+    def start_webhooks(self) -> WebhookDelivery:
+        """Deliver every webhook from this process (and those added later) until
+        ``stop()`` or :meth:`close`; needs ``KEYLEDGER_WEBHOOK_KEY`` (the key the
+        secrets were sealed under)."""
+        return self._webhooks.start()
+
     # Lifecycle
 
     def close(self) -> None:
@@ -475,6 +584,7 @@ class Ledger:
         connection.stopping.set()
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
             self._sweeper.join()
+        self._subscriptions.close()
         connection.close()
 
     def __enter__(self) -> Self:
@@ -499,13 +609,46 @@ class Ledger:
         self._no_key("account", actor.account)
         return actor
 
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of the keys this ledger issues, as recorded in the ledger."""
+        return self._prefixes.current
+
+    @property
+    def key_prefixes(self) -> tuple[str, ...]:
+        """Every prefix whose keys verify: the current one first, then those the ledger
+        issued keys under before."""
+        return self._prefixes.accepted
+
+    def change_key_prefix(self, prefix: str) -> None:
+        """Record ``prefix`` as the one the keys this ledger issues from now on start
+        with. Keys under the earlier prefixes keep working; processes opened before the
+        change keep the prefixes they read at open until reopened (restart them). An
+        operator's action on the whole ledger, as :meth:`rebuild` is."""
+        self._prefixes = self._connection.guard(partial(prefixes.change, self._connection.views, prefix))
+        self._verifier.accept(self._prefixes.accepted)
+
     def _no_key(self, field: str, value: str) -> str:
-        if keyformat.contains_key(value, self.key_prefix):
+        if any(keyformat.contains_key(value, prefix) for prefix in self._prefixes.accepted):
             raise InvalidInput(field, "contains what looks like an API key; keys are never stored")
         return value
 
     def _new_secret(self) -> str:
         return keyformat.generate_key(self.key_prefix)
+
+
+def _verify_in_the_past(
+    verify: Callable[..., Principal | None],
+    credential: object,
+    *,
+    at: datetime | None = None,
+    strict: bool | None = None,
+) -> Principal | None:
+    """:meth:`Ledger.verify` on a frozen copy: answers for a past instant only (``None``
+    without ``at``: a copy of a past authenticates no live request)."""
+    if at is None:
+        return None
+    return verify(credential, at=at, strict=strict)
 
 
 def _now(clock: Clock) -> datetime:

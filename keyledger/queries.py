@@ -24,8 +24,11 @@ from keyledger.integrity import check_integrity, take_checkpoint
 from keyledger.projections.audit import MAX_LIMIT, AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyView
 from keyledger.report import ComplianceReport, build_report
-from keyledger.results import AccountSummary, Checkpoint, IntegrityReport
+from keyledger.results import AccountSummary, Checkpoint, IntegrityReport, KeyPage
 from keyledger.verifier import aware, past
+
+MAX_PAGE = 1000
+"""The most keys one page holds."""
 
 EXPORT_FILTERS = frozenset({"account", "key_id", "actor", "action", "since", "until"})
 Progress = Callable[[int, int], None]
@@ -49,6 +52,23 @@ class Queries:
         moment = past("at", at, now)
         views = connection.guard(lambda: replay(connection.app.recorder, connection.mapper, account, moment))
         return keys_at(views, account, moment, {k.key_id: k.created_position for k in current})
+
+    def keys_page(self, account: str, offset: int, limit: int) -> KeyPage:
+        connection = self._connection
+        account = check_identifier("account", account)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput("offset", "must be a whole number, 0 or more")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE}")
+        now = self._now()
+        views = connection.views
+
+        def read() -> KeyPage:
+            keys = views.keys_page(account, now, offset=offset, limit=limit)
+            total, active = views.key_counts(account)
+            return KeyPage(keys=keys, total=total, active=active)
+
+        return connection.guard(read)
 
     def key(self, account: str, key_id: str) -> KeyView | None:
         connection = self._connection

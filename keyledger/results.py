@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
+from keyledger.projections.catalogue import KeyView
 from keyledger.projections.valid_keys import Principal
 
 __all__ = ["AccountHead", "Checkpoint", "Health", "IntegrityReport", "IssuedKey", "Principal"]
@@ -49,6 +50,18 @@ class AccountSummary(BaseModel):
     events: int
     keys: int
     active_keys: int
+
+
+class KeyPage(BaseModel):
+    """One page of an account's keys, newest first, as :meth:`keyledger.Ledger.keys_page`
+    returns it, with the counts of all the account's keys."""
+
+    model_config = ConfigDict(frozen=True)
+    keys: list[KeyView]
+    total: int
+    """How many keys the account has."""
+    active: int
+    """How many of them are not revoked."""
 
 
 class AccountHead(BaseModel):

@@ -35,15 +35,21 @@ _monotonic = time.monotonic
 class Verifier:
     """Answers :meth:`verify` and :meth:`health` for one open ledger."""
 
-    def __init__(self, connection: Connection, *, key_prefix: str, clock: Clock, strict: bool) -> None:
+    def __init__(
+        self, connection: Connection, *, key_prefixes: tuple[str, ...], clock: Clock, strict: bool
+    ) -> None:
         self._connection = connection
-        self._parser = keyformat.parser_for(key_prefix)
-        self._digest = self._parser.digest
+        self.accept(key_prefixes)
         self._clock = clock
         self.strict = strict
         self._lag = connection.lag
         self._bind()
         connection.on_reconnect(self._bind)
+
+    def accept(self, key_prefixes: tuple[str, ...]) -> None:
+        """Verify the keys of ``key_prefixes`` (one prefix: its parser's own digest)."""
+        self._digest = keyformat.digester(key_prefixes)
+        self._parsers = [keyformat.parser_for(prefix) for prefix in key_prefixes]
 
     def _bind(self) -> None:
         """Hold this process's follower and usage recorder (again, after a fork)."""
@@ -80,7 +86,7 @@ class Verifier:
         connection = self._connection
         if connection.closed or (connection.forked and not self._current()):
             return None
-        key = self._parser.key(credential)
+        key = next((k for parser in self._parsers if (k := parser.key(credential)) is not None), None)
         if key is None:
             return None
         if at is not None:

@@ -20,7 +20,7 @@ from typing import Any
 from keyledger.projections.audit import AuditEntry, AuditQuery
 from keyledger.projections.catalogue import KeyRow, KeyView
 from keyledger.projections.recorded import Recorded
-from keyledger.projections.valid_keys import Principal
+from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 
 VIEWS_NAME = "keyledger_views"
 """The name the views' position is tracked under."""
@@ -55,6 +55,8 @@ class ViewWriter(ABC):
         found by each of ``key_ids``."""
 
 
+ReadRecorded = Callable[[int, int], list[Recorded]]
+"""``read(after, limit)``: up to ``limit`` recorded events after a position, in order."""
 Project = Callable[[Recorded, ViewWriter], None]
 """Applies one recorded event to the views through a writer (see
 :func:`keyledger.projections.project.project`)."""
@@ -154,8 +156,43 @@ class ViewStore(ABC):
         """Record (account, key id, when) last-use times; never moves a time backwards."""
 
     @abstractmethod
+    def keys_page(self, account: str, now: datetime, *, offset: int, limit: int) -> list[KeyView]:
+        """Up to ``limit`` of the account's keys, newest first, after skipping ``offset``."""
+
+    @abstractmethod
+    def key_counts(self, account: str) -> tuple[int, int]:
+        """How many keys the account has, and how many of them are not revoked."""
+
+    # Settings: values recorded with the ledger that no event carries (its key prefix).
+    # They are not a projection: a rebuild keeps them.
+
+    @abstractmethod
+    def setting(self, name: str) -> str | None:
+        """The recorded value of setting ``name``, if any."""
+
+    @abstractmethod
+    def record_setting(self, name: str, value: str, *, replace: bool) -> str:
+        """Record ``value`` for setting ``name`` (only if it has none, unless ``replace``);
+        returns the value recorded now, which a concurrent first writer may have set."""
+
+    @abstractmethod
+    def key_hints(self) -> set[str]:
+        """The display hint of every secret the catalogue shows (current and in grace)."""
+
+    @abstractmethod
     def reset(self) -> None:
         """Delete every row and the position, to rebuild from zero."""
+
+    @abstractmethod
+    def rebuild(
+        self, read: ReadRecorded, total: int, progress: Callable[[int, int], None] | None, *, page: int
+    ) -> tuple[int, ValidKeyIndex]:
+        """Build every view anew from the log and put it in place of the views in use,
+        which stay intact and in use (written as usual) until then: ``read(after, limit)``
+        reads the log in pages of ``page``; ``progress(done, total)`` is called as the
+        events up to ``total`` (the head when it began) are read. Returns the position the
+        new views hold and the valid-key index as of that position (the views' side
+        tables, such as last use, stay)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (nothing by default)."""

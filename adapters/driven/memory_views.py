@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import copy
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from threading import RLock
@@ -15,7 +15,15 @@ from eventsourcing.popo import POPOTrackingRecorder
 from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AuditEntry, AuditQuery, entry_from
 from keyledger.projections.catalogue import KeyRow, KeyView
-from keyledger.projections.ports import VIEWS_NAME, ConsistentRead, Project, ViewStore, ViewWriter
+from keyledger.projections.ports import (
+    VIEWS_NAME,
+    ConsistentRead,
+    Project,
+    ReadRecorded,
+    ViewStore,
+    ViewWriter,
+)
+from keyledger.projections.project import project
 from keyledger.projections.recorded import Recorded
 from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 
@@ -83,6 +91,8 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
         self.heads: dict[str, str] = {}
         self.last_used: dict[tuple[str, str], datetime] = {}
         """A side table, not a projection: a rebuild keeps it."""
+        self.settings: dict[str, str] = {}
+        """Values recorded with the ledger that no event carries; a rebuild keeps them."""
 
     def position(self) -> int:
         return self.max_tracking_id(VIEWS_NAME) or 0
@@ -116,6 +126,17 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
                 row.view(now, used.get((account, row.key_id))) for row in self.rows.get(account, {}).values()
             ]
 
+    def keys_page(self, account: str, now: datetime, *, offset: int, limit: int) -> list[KeyView]:
+        with self.lock:
+            used = self.last_used
+            rows = list(self.rows.get(account, {}).values())[::-1][offset : offset + limit]
+            return [row.view(now, used.get((account, row.key_id))) for row in rows]
+
+    def key_counts(self, account: str) -> tuple[int, int]:
+        with self.lock:
+            rows = self.rows.get(account, {}).values()
+            return len(rows), sum(1 for row in rows if row.revoked_at is None)
+
     def key(self, account: str, key_id: str, now: datetime) -> KeyView | None:
         with self.lock:
             row = self.rows.get(account, {}).get(key_id)
@@ -146,12 +167,52 @@ class MemoryViews(POPOTrackingRecorder, ViewStore):
     def secret_owner(self, digest: bytes) -> tuple[str, str] | None:
         return self.secrets.get(digest)
 
+    def setting(self, name: str) -> str | None:
+        return self.settings.get(name)
+
+    def record_setting(self, name: str, value: str, *, replace: bool) -> str:
+        with self.lock:
+            if replace or name not in self.settings:
+                self.settings[name] = value
+            return self.settings[name]
+
+    def key_hints(self) -> set[str]:
+        with self.lock:
+            rows = [row for by_id in self.rows.values() for row in by_id.values()]
+        hints = {row.hint for row in rows if row.hint is not None}
+        return hints | {hint for row in rows for hint, _ in row.grace.values()}
+
     def record_use(self, uses: Iterable[tuple[str, str, datetime]]) -> None:
         with self.lock:
             for account, key_id, when in uses:
                 known = self.last_used.get((account, key_id))
                 if known is None or known < when:
                     self.last_used[(account, key_id)] = when
+
+    def rebuild(
+        self, read: ReadRecorded, total: int, progress: Callable[[int, int], None] | None, *, page: int
+    ) -> tuple[int, ValidKeyIndex]:
+        # Into fresh containers, outside the lock; then what was recorded meanwhile and
+        # the swap, under it.
+        fresh = MemoryViews()
+        position = 0
+        if progress:
+            progress(0, total)
+        while position < total and (events := read(position, page)):
+            fresh.write(events, project, after=position)
+            position = events[-1].position
+            if progress:
+                progress(min(position, total), total)
+        with self.lock:
+            while events := read(position, page):
+                fresh.write(events, project, after=position)
+                position = events[-1].position
+            self.index, self.secrets, self.rows = fresh.index, fresh.secrets, fresh.rows
+            self.entries, self.heads = fresh.entries, fresh.heads
+            self._max_tracking_ids.clear()
+            if position:
+                self.insert_tracking(Tracking(VIEWS_NAME, position))
+            return position, ValidKeyIndex(fresh.index.as_dict().items())
 
     def reset(self) -> None:
         with self.lock:

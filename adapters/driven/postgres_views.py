@@ -3,6 +3,7 @@ commands' transactions (the unit of work) and the listener for new events."""
 
 from __future__ import annotations
 
+import re
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -10,12 +11,19 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
-from eventsourcing.persistence import ApplicationRecorder, Notification, PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    Notification,
+    PersistenceError,
+    StoredEvent,
+    Tracking,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from keyledger.adapters.driven.sql_views import SQLViews
+from keyledger.adapters.driven.sql_rebuild import PROJECTED, fresh_statements, index_names
+from keyledger.adapters.driven.sql_views import FRESH_SUFFIX, SQLViews
 from keyledger.adapters.driven.transcoding import PydanticMapper
 from keyledger.adapters.driven.unit_of_work import Transaction, UnitOfWork, as_notifications
 from keyledger.projections.ports import VIEWS_NAME, ViewStore
@@ -116,8 +124,11 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
-        for statement in self.create_statements(blob="BYTEA", position="BIGINT", time='TEXT COLLATE "C"'):
+        for statement in self._statements():
             self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
+
+    def _statements(self) -> list[str]:
+        return self.create_statements(blob="BYTEA", position="BIGINT", time='TEXT COLLATE "C"')
 
     def table(self, name: str) -> str:
         return f'"{self.datastore.schema}".keyledger_{name}'
@@ -174,6 +185,64 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
     def plain_rows(self, cursor: Any) -> None:
         cursor.row_factory = tuple_row
 
+    # Rebuilding (see keyledger.adapters.driven.sql_rebuild): the fresh tables are loaded
+    # without the views' lock and indexed after the load (nothing else uses them, so
+    # that blocks nobody); the swap drops the old tables and renames the fresh ones and
+    # their indexes.
+
+    @contextmanager
+    def load_transaction(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    def prepare_rebuild(self) -> None:
+        tables, _ = fresh_statements(self, self._statements(), lambda name: name + FRESH_SUFFIX)
+        with self.load_transaction() as cursor:
+            for name in PROJECTED:
+                cursor.execute(f"DROP TABLE IF EXISTS {self.table(name)}{FRESH_SUFFIX}")
+            for statement in tables:
+                cursor.execute(_without_primary_key(statement))
+
+    def insert_fresh(
+        self, cursor: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        statement = SQL("COPY {0} ({1}) FROM STDIN").format(
+            SQL(self.table(table) + FRESH_SUFFIX),
+            SQL(", ").join(Identifier(column) for column in columns),
+        )
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def index_fresh(self) -> None:
+        _, indexes = fresh_statements(self, self._statements(), lambda name: name + FRESH_SUFFIX)
+        with self.load_transaction() as cursor:
+            cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            for name, key in PRIMARY_KEYS.items():
+                table = self.table(name)
+                cursor.execute(
+                    f"ALTER TABLE {table}{FRESH_SUFFIX} ADD CONSTRAINT {_bare(table)}{FRESH_SUFFIX}_pkey "
+                    f"PRIMARY KEY ({key})"
+                )
+            for statement in indexes:
+                cursor.execute(statement)
+            for name in PROJECTED:
+                cursor.execute(f"ANALYZE {self.table(name)}{FRESH_SUFFIX}")
+
+    def swap_in(self, cursor: Any, position: int) -> None:
+        schema = self.datastore.schema
+        for name in PROJECTED:
+            table = self.table(name)
+            cursor.execute(f"DROP TABLE {table}")
+            cursor.execute(f"ALTER TABLE {table}{FRESH_SUFFIX} RENAME TO {_bare(table)}")
+            cursor.execute(
+                f'ALTER INDEX "{schema}".{_bare(table)}{FRESH_SUFFIX}_pkey RENAME TO {_bare(table)}_pkey'
+            )
+        for index in index_names(self, self._statements()):
+            cursor.execute(f'ALTER INDEX "{schema}".{index}{FRESH_SUFFIX} RENAME TO {index}')
+        self._delete_tracking(cursor)
+        self._insert_tracking(cursor, Tracking(VIEWS_NAME, position))
+
     def _delete_tracking(self, c: Any) -> None:
         c.execute(
             SQL("DELETE FROM {0}.{1} WHERE application_name = %s").format(
@@ -181,3 +250,27 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
             ),
             [VIEWS_NAME],
         )
+
+
+PRIMARY_KEYS = {
+    "valid": "digest",
+    "secrets": "digest",
+    "keys": "account, key_id",
+    "audit": "position",
+    "audit_keys": "key_id, position",
+}
+"""The projected tables' primary keys, which a rebuild adds after the load."""
+
+
+def _without_primary_key(statement: str) -> str:
+    """A create statement of a projected table without its primary key (added after the load)."""
+    stripped = statement.replace(" PRIMARY KEY,", ",")
+    stripped = re.sub(r", PRIMARY KEY \([^)]*\)\)$", ")", stripped)
+    if "PRIMARY KEY" in stripped:
+        raise RuntimeError(f"a primary key the rebuild does not know how to defer: {statement[:60]}")
+    return stripped
+
+
+def _bare(table: str) -> str:
+    """A qualified table name without its schema."""
+    return table.rsplit(".", 1)[-1]

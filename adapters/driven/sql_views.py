@@ -22,14 +22,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import Notification, StoredEvent, Tracking
+from eventsourcing.persistence import Notification, Tracking
 
 from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AUDIT_FIELDS, AuditEntry, AuditQuery, entry_values
 from keyledger.projections.catalogue import KeyRow, KeyView
-from keyledger.projections.ports import VIEWS_NAME, ConsistentRead, Project, ViewStore, ViewWriter
+from keyledger.projections.ports import (
+    VIEWS_NAME,
+    ConsistentRead,
+    Project,
+    ReadRecorded,
+    ViewStore,
+    ViewWriter,
+)
 from keyledger.projections.recorded import Recorded
-from keyledger.projections.valid_keys import Principal
+from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 
 KEY_COLUMNS = (
     "account, key_id, name, purpose, application, created_by, created_at, created_position, hint, "
@@ -47,6 +54,8 @@ Reader = Callable[[int, int], Sequence[Notification]]
 """Reads the notifications after one position up to another, in the current transaction."""
 Within = Callable[[Any, Reader, Sequence[Notification]], None]
 """Called in the transaction that inserts events: (cursor, reader, the new notifications)."""
+FRESH_SUFFIX = "_rebuild"
+"""Ends the names of a rebuild's fresh tables (see ``keyledger.adapters.driven.sql_rebuild``)."""
 
 
 class ViewsWithin:
@@ -56,17 +65,6 @@ class ViewsWithin:
     commit, not two, and its events and its views are all or nothing."""
 
     within: Within | None = None
-
-
-def as_notifications(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> list[Notification]:
-    """The notifications of events just inserted, given the ids the insert returned."""
-    return [
-        Notification(
-            id=i, originator_id=s.originator_id, originator_version=s.originator_version,
-            topic=s.topic, state=s.state,
-        )
-        for i, s in zip(ids, stored_events, strict=True)
-    ]  # fmt: skip
 
 
 def stamp(moment: datetime | None) -> str | None:
@@ -91,7 +89,8 @@ def stamp_text(text: str) -> str:
     return str(stamp(moment))
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """``value`` as JSON text (how the audit trail stores an entry's details)."""
     return orjson.dumps(value).decode()
 
 
@@ -155,8 +154,10 @@ class _Many:
 class _Batch(ViewWriter):
     """The writes of one run of events, buffered and flushed at the end."""
 
-    def __init__(self, views: SQLViews, cursor: Any, *, fresh: bool) -> None:
+    def __init__(self, views: SQLViews, cursor: Any, *, fresh: bool, suffix: str = "") -> None:
         self.views, self.cursor, self.fresh = views, cursor, fresh
+        self.suffix = suffix
+        """Appended to each table's name: a rebuild's fresh tables are written as the others."""
         self.entries: dict[bytes, Principal | None] = {}
         self.secrets: dict[bytes, tuple[str, str]] = {}
         self.rows: dict[tuple[str, str], KeyRow] = {}
@@ -167,7 +168,7 @@ class _Batch(ViewWriter):
     def _one(self, statement: str, params: Sequence[Any]) -> Any:
         if self.fresh:
             return None
-        self.cursor.execute(self.views.sql(statement), params)
+        self.cursor.execute(self.views.sql(statement, self.suffix), params)
         return self.cursor.fetchone()
 
     def entry(self, digest: bytes) -> Principal | None:
@@ -216,12 +217,12 @@ class _Batch(ViewWriter):
         # The row straight from the stored fields: no AuditEntry model, and the times
         # kept as text (a rebuild writes one row per event).
         account = event.account
-        self.audit.append(entry_values(event, key_name, self.audit_head(account), stamp_text, _json_text))
+        self.audit.append(entry_values(event, key_name, self.audit_head(account), stamp_text, json_text))
         self.heads[account] = event.chain
         self.audit_keys.extend((key_id, event.position) for key_id in key_ids)
 
     def flush(self) -> None:
-        views, cursor = self.views, _Many(self.cursor)
+        views, cursor, suffix = self.views, _Many(self.cursor), self.suffix
         gone = [[digest] for digest, entry in self.entries.items() if entry is None]
         kept = [
             [digest, entry.account, entry.key_id, entry.name, stamp(entry.grace_until)]
@@ -229,19 +230,20 @@ class _Batch(ViewWriter):
             if entry is not None
         ]
         if gone:
-            cursor.executemany(views.sql("DELETE FROM {valid} WHERE digest = ?"), gone)
+            cursor.executemany(views.sql("DELETE FROM {valid} WHERE digest = ?", suffix), gone)
         if kept:
             cursor.executemany(
                 views.sql(
                     "INSERT INTO {valid} (digest, account, key_id, name, valid_until) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (digest) DO UPDATE SET account = excluded.account, "
-                    "key_id = excluded.key_id, name = excluded.name, valid_until = excluded.valid_until"
+                    "key_id = excluded.key_id, name = excluded.name, valid_until = excluded.valid_until",
+                    suffix,
                 ),
                 kept,
             )
         if self.secrets:
             cursor.executemany(
-                views.sql("INSERT INTO {secrets} VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING"),
+                views.sql("INSERT INTO {secrets} VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING", suffix),
                 [[digest, account, key_id] for digest, (account, key_id) in self.secrets.items()],
             )
         if self.rows:
@@ -249,17 +251,18 @@ class _Batch(ViewWriter):
             cursor.executemany(
                 views.sql(
                     f"INSERT INTO {{keys}} ({KEY_COLUMNS}) VALUES ({KEY_MARKS}) "
-                    f"ON CONFLICT (account, key_id) DO UPDATE SET {updates}"
+                    f"ON CONFLICT (account, key_id) DO UPDATE SET {updates}",
+                    suffix,
                 ),
                 [row_params(row) for row in self.rows.values()],
             )
         if self.audit:
             cursor.executemany(
-                views.sql(f"INSERT INTO {{audit}} ({AUDIT_COLUMNS}) VALUES ({AUDIT_MARKS})"),
+                views.sql(f"INSERT INTO {{audit}} ({AUDIT_COLUMNS}) VALUES ({AUDIT_MARKS})", suffix),
                 self.audit,
             )
         if self.audit_keys:
-            cursor.executemany(views.sql("INSERT INTO {audit_keys} VALUES (?, ?)"), self.audit_keys)
+            cursor.executemany(views.sql("INSERT INTO {audit_keys} VALUES (?, ?)", suffix), self.audit_keys)
 
 
 class _SnapshotRead(ConsistentRead):
@@ -284,7 +287,7 @@ class _SnapshotRead(ConsistentRead):
 class SQLViews(ViewStore):
     """The views as SQL tables; subclasses supply the dialect and the transactions."""
 
-    TABLES = ("valid", "secrets", "keys", "audit", "audit_keys", "last_used")
+    TABLES = ("valid", "secrets", "keys", "audit", "audit_keys", "last_used", "settings")
 
     @abstractmethod
     def table(self, name: str) -> str:
@@ -315,9 +318,10 @@ class SQLViews(ViewStore):
         (SQLite runs each in process). Yields the cursor to record the position with."""
         return nullcontext(cursor)
 
-    def sql(self, statement: str) -> str:
-        """``statement`` with table names filled in and this dialect's placeholders."""
-        names = {name: self.table(name) for name in self.TABLES}
+    def sql(self, statement: str, suffix: str = "") -> str:
+        """``statement`` with table names filled in (each ending with ``suffix``: a
+        rebuild's fresh tables) and this dialect's placeholders."""
+        names = {name: self.table(name) + suffix for name in self.TABLES}
         text = statement.format(**names)
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
@@ -399,6 +403,22 @@ class SQLViews(ViewStore):
     def keys(self, account: str, now: datetime) -> list[KeyView]:
         return self._views("k.account = ?", [account], now)
 
+    def keys_page(self, account: str, now: datetime, *, offset: int, limit: int) -> list[KeyView]:
+        records = self._select(
+            f"SELECT {', '.join('k.' + c for c in KEY_COLUMNS.split(', '))}, u.last_used_at FROM {{keys}} k "
+            "LEFT JOIN {last_used} u ON u.account = k.account AND u.key_id = k.key_id "
+            "WHERE k.account = ? ORDER BY k.created_position DESC LIMIT ? OFFSET ?",
+            [account, limit, offset],
+        )
+        return [row_from(r).view(now, unstamp(r["last_used_at"])) for r in records]
+
+    def key_counts(self, account: str) -> tuple[int, int]:
+        record = self._select(
+            "SELECT COUNT(*) AS total, COUNT(*) - COUNT(revoked_at) AS active FROM {keys} WHERE account = ?",
+            [account],
+        )[0]
+        return int(record["total"]), int(record["active"])
+
     def key(self, account: str, key_id: str, now: datetime) -> KeyView | None:
         found = self._views("k.account = ? AND k.key_id = ?", [account, key_id], now)
         return found[0] if found else None
@@ -469,6 +489,28 @@ class SQLViews(ViewStore):
         records = self._select("SELECT account, key_id FROM {secrets} WHERE digest = ?", [digest])
         return (records[0]["account"], records[0]["key_id"]) if records else None
 
+    def setting(self, name: str) -> str | None:
+        records = self._select("SELECT value FROM {settings} WHERE name = ?", [name])
+        return str(records[0]["value"]) if records else None
+
+    def record_setting(self, name: str, value: str, *, replace: bool) -> str:
+        conflict = "DO UPDATE SET value = excluded.value" if replace else "DO NOTHING"
+        with self.locked_transaction() as cursor:
+            cursor.execute(
+                self.sql(
+                    f"INSERT INTO {{settings}} (name, value) VALUES (?, ?) ON CONFLICT (name) {conflict}"
+                ),
+                [name, value],
+            )
+            cursor.execute(self.sql("SELECT value FROM {settings} WHERE name = ?"), [name])
+            return str(cursor.fetchone()["value"])
+
+    def key_hints(self) -> set[str]:
+        hints = {str(r["hint"]) for r in self._select("SELECT hint FROM {keys} WHERE hint IS NOT NULL", [])}
+        for record in self._select("SELECT grace FROM {keys} WHERE grace <> '[]'", []):
+            hints.update(str(hint) for _, hint, _ in orjson.loads(record["grace"]))
+        return hints
+
     def record_use(self, uses: Iterable[tuple[str, str, datetime]]) -> None:
         params = [[account, key_id, stamp(when)] for account, key_id, when in uses]
         if not params:
@@ -486,9 +528,58 @@ class SQLViews(ViewStore):
     def reset(self) -> None:
         with self.locked_transaction() as cursor:
             for name in self.TABLES:
-                if name != "last_used":
+                if name not in ("last_used", "settings"):
                     cursor.execute(self.sql(f"DELETE FROM {{{name}}}"))
             self._delete_tracking(cursor)
+
+    # Rebuilding as a bulk job: keyledger.adapters.driven.sql_rebuild drives it through
+    # these, which each dialect completes.
+
+    def rebuild(
+        self, read: ReadRecorded, total: int, progress: Callable[[int, int], None] | None, *, page: int
+    ) -> tuple[int, ValidKeyIndex]:
+        from keyledger.adapters.driven import sql_rebuild  # it builds on this module
+
+        return sql_rebuild.rebuild(self, read, total, progress, page)
+
+    @abstractmethod
+    def prepare_rebuild(self) -> None:
+        """Drop the tables an earlier rebuild left behind and create the fresh ones."""
+
+    def load_transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction on a rebuild's fresh tables; yields a cursor. It need not
+        hold the views' lock (nothing else writes those tables)."""
+        return self.locked_transaction()
+
+    def insert_fresh(
+        self, cursor: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert ``rows`` into the fresh table of ``table`` (one of :attr:`TABLES`)."""
+        marks = ", ".join("?" * len(columns))
+        statement = f"INSERT INTO {{{table}}} ({', '.join(columns)}) VALUES ({marks})"
+        cursor.executemany(self.sql(statement, FRESH_SUFFIX), rows)
+
+    def index_fresh(self) -> None:
+        """Build the fresh tables' indexes, where a dialect builds them after the load."""
+
+    def write_fresh(self, cursor: Any, events: Sequence[Recorded], project: Project) -> None:
+        """Apply ``events`` to the fresh tables through the incremental path, in the
+        caller's transaction (``cursor``) or in one of their own (``None``)."""
+        if cursor is None:
+            with self.load_transaction() as own:
+                self.write_fresh(own, events, project)
+            return
+        batch = _Batch(self, cursor, fresh=False, suffix=FRESH_SUFFIX)
+        for event in events:
+            project(event, batch)
+        batch.flush()
+
+    @abstractmethod
+    def swap_in(self, cursor: Any, position: int) -> None:
+        """In the caller's locked transaction: the fresh tables become the views, at ``position``."""
+
+    def drop_replaced(self) -> None:
+        """Drop the tables the swap replaced, if it kept them."""
 
     def create_statements(self, *, blob: str, position: str, time: str) -> list[str]:
         """The statements that create the views' tables and indexes."""
@@ -522,4 +613,5 @@ class SQLViews(ViewStore):
             "PRIMARY KEY (key_id, position))",
             f"CREATE TABLE IF NOT EXISTS {t['last_used']} (account TEXT NOT NULL, key_id TEXT NOT NULL, "
             f"last_used_at {time} NOT NULL, PRIMARY KEY (account, key_id))",
+            f"CREATE TABLE IF NOT EXISTS {t['settings']} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]

@@ -16,6 +16,7 @@ from eventsourcing.persistence import (
     OperationalError,
     PersistenceError,
     StoredEvent,
+    Tracking,
 )
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
@@ -24,7 +25,8 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from keyledger.adapters.driven.sql_views import EventRow, SQLViews
+from keyledger.adapters.driven.sql_rebuild import OLD_SUFFIX, PROJECTED, fresh_statements, index_of
+from keyledger.adapters.driven.sql_views import FRESH_SUFFIX, EventRow, SQLViews
 from keyledger.adapters.driven.unit_of_work import Transaction, UnitOfWork, as_notifications
 from keyledger.projections.ports import VIEWS_NAME
 from keyledger.projections.recorded import Recorded
@@ -42,7 +44,7 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
-            *self.create_statements(blob="BLOB", position="INTEGER", time="TEXT"),
+            *self._statements(),
         ]
 
     @contextmanager
@@ -90,6 +92,68 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
 
     def _delete_tracking(self, c: Any) -> None:
         c.execute("DELETE FROM tracking WHERE application_name = ?", [VIEWS_NAME])
+
+    # Rebuilding (see keyledger.adapters.driven.sql_rebuild). SQLite cannot rename an
+    # index, and index names are unique in the database: a rebuild's fresh tables get
+    # their indexes under the names not in use, each name with or without TWIN, and
+    # opening the file creates an index only if neither name of it exists.
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        present = _index_names(c)
+        self.create_table_statements = [
+            statement
+            for statement in self.create_table_statements
+            if (name := index_of(statement)) is None or name + TWIN not in present
+        ]
+        super()._create_table(c)
+
+    def _statements(self) -> list[str]:
+        return self.create_statements(blob="BLOB", position="INTEGER", time="TEXT")
+
+    def prepare_rebuild(self) -> None:
+        with self.locked_transaction() as cursor:
+            for name in PROJECTED:
+                for suffix in (FRESH_SUFFIX, OLD_SUFFIX):
+                    cursor.execute(f"DROP TABLE IF EXISTS {self.table(name)}{suffix}")
+            present = _index_names(cursor)
+            tables, indexes = fresh_statements(
+                self, self._statements(), lambda name: name + TWIN if name in present else name
+            )
+            # The indexes before the load: building one afterwards would hold the
+            # database's write lock for as long as it takes, and commands would wait.
+            for statement in (*tables, *indexes):
+                cursor.execute(statement)
+
+    def swap_in(self, cursor: Any, position: int) -> None:
+        for name in PROJECTED:
+            table = self.table(name)
+            cursor.execute(f"ALTER TABLE {table} RENAME TO {table}{OLD_SUFFIX}")
+            cursor.execute(f"ALTER TABLE {table}{FRESH_SUFFIX} RENAME TO {table}")
+        self._delete_tracking(cursor)
+        self._insert_tracking(cursor, Tracking(VIEWS_NAME, position))
+
+    def drop_replaced(self) -> None:
+        # One table per transaction. Without zeroing the freed pages, which SQLite builds
+        # may do by default (secure_delete) and which would write every page of the old
+        # tables again: they hold no secret (digests and hints, as the events do).
+        for name in PROJECTED:
+            with self.locked_transaction() as cursor:
+                cursor.execute("PRAGMA secure_delete")
+                zeroing = cursor.fetchone()[0]
+                cursor.execute("PRAGMA secure_delete = FAST")
+                try:
+                    cursor.execute(f"DROP TABLE IF EXISTS {self.table(name)}{OLD_SUFFIX}")
+                finally:
+                    cursor.execute(f"PRAGMA secure_delete = {int(zeroing)}")
+
+
+TWIN = "_r"
+"""Ends the other name of each of the views' indexes (see SQLiteViews' rebuilding)."""
+
+
+def _index_names(cursor: Any) -> set[str]:
+    cursor.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")
+    return {str(row[0]) for row in cursor.fetchall()}
 
 
 class SQLiteTransaction(Transaction):

@@ -81,6 +81,13 @@ class Transaction(ABC):
     def between(self, after: int, upto: int) -> list[Notification]:
         """The events after position ``after`` up to ``upto``, read in this transaction."""
 
+    def lock_views(self) -> int | None:
+        """Take the views' lock in this transaction, if no other writer holds it, and
+        read their position; ``None`` when another writer holds them."""
+        if not self.views.try_lock_in(self.cursor):
+            return None
+        return self.views.position_in(self.cursor)
+
     def apply_views(self, new: Sequence[Notification]) -> list[Recorded]:
         """Bring the durable views up to ``new`` (this transaction's events), with the
         events before them the views have not taken yet; returns every event applied, or
@@ -88,9 +95,11 @@ class Transaction(ABC):
         a follower writing them now takes these events after the commit."""
         views, cursor = self.views, self.cursor
         try:
-            if not new or not views.try_lock_in(cursor):
+            if not new:
                 return []
-            position = views.position_in(cursor)
+            position = self.lock_views()
+            if position is None:
+                return []
             first = new[0].id
             if first - 1 - position > CATCH_UP_LIMIT:
                 return []

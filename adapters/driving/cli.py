@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import getpass
 import logging
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -31,7 +27,7 @@ from keyledger import (
     Ledger,
     StoreUnavailable,
 )
-from keyledger.adapters.driving import cli_console, cli_review, render
+from keyledger.adapters.driving import cli_console, cli_review, cli_webhooks, render
 from keyledger.adapters.driving.cli_common import (
     EXIT_REFUSED,
     AccountOption,
@@ -49,9 +45,10 @@ from keyledger.adapters.driving.cli_common import (
     operator,
     options,
     parse_instant,
+    stopped_by_sigterm,
 )
 from keyledger.adapters.driving.demo import demo_file, run_demo
-from keyledger.domain.keys import KeyDiagnosis, diagnose_key
+from keyledger.domain.keys import KeyDiagnosis, diagnose_any
 
 logger = logging.getLogger("keyledger.cli")
 
@@ -261,7 +258,7 @@ def verify(
             if principal is not None:
                 out.principal(principal)
                 return
-            diagnosis = diagnose_key(credential, ledger.key_prefix)
+            diagnosis = diagnose_any(credential, ledger.key_prefixes)
         reason = (
             "not a working key (unknown, revoked, or past its grace deadline)"
             if diagnosis is KeyDiagnosis.WELL_FORMED
@@ -287,7 +284,7 @@ def sweep(
             if every is None:
                 _sweep_once(out, ledger)
                 return
-            with _stopped_by_sigterm():
+            with stopped_by_sigterm():
                 try:
                     while True:
                         try:
@@ -301,20 +298,6 @@ def sweep(
 
 def _sweep_once(out: render.Output, ledger: Ledger) -> None:
     out.swept(ledger.expire_grace(), datetime.now(UTC))
-
-
-@contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
-    """Let SIGTERM (a service manager's stop) end a loop as Ctrl-C does."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -343,6 +326,7 @@ def demo(
 
 cli_review.register(app)
 cli_console.register(app)
+cli_webhooks.register(app)
 
 
 def main() -> None:

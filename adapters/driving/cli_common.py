@@ -8,10 +8,12 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -242,3 +244,17 @@ def parse_instant(field: str, text: str | None) -> datetime | None:
     if moment.tzinfo is None:
         raise InvalidInput(field, "must include a timezone, such as Z or +02:00")
     return moment
+
+
+@contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """Let SIGTERM (a service manager's stop) end a loop or a stream as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from keyledger import Checkpoint, ExportCheckpoint, Ledger, verify_export
-from keyledger.adapters.driving import render
+from keyledger.adapters.driving import cli_follow, render
 from keyledger.adapters.driving.cli_common import (
     EXIT_REFUSED,
     AccountOption,
@@ -63,8 +63,19 @@ def audit(
             "file, for keyledger.verify_export; keep it apart from the export.",
         ),
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Stream entries as they are recorded (--format jsonl) until stopped."),
+    ] = False,
+    subscription: Annotated[
+        str | None,
+        typer.Option("--subscription", help="With --follow: resume after the position saved under NAME."),
+    ] = None,
 ) -> None:
-    """Show the audit trail, oldest first, filtered; page on with --after LAST_POSITION."""
+    """Show the audit trail, oldest first, filtered; page on with --after LAST_POSITION.
+
+    With --follow, stream every new entry as a JSON line until Ctrl-C or SIGTERM (with
+    --subscription NAME, durably: the next run resumes where this one stopped)."""
     with guarded(ctx) as out:
         filters = {
             "account": account,
@@ -74,7 +85,12 @@ def audit(
             "since": parse_instant("since", since),
             "until": parse_instant("until", until),
         }
+        if subscription is not None and not follow:
+            raise InvalidInput("subscription", "goes with --follow")
         with open_ledger(ctx) as ledger:
+            if follow:
+                cli_follow.follow(ledger, out, output_format, subscription, after, filters)
+                return
             if checkpoint is not None:
                 _export(ledger, out, output_format, output, checkpoint, limit, after, filters)
                 return
@@ -257,12 +273,69 @@ def report(
             out.show(render.report_table(found))
 
 
+def copy(
+    ctx: typer.Context,
+    to: Annotated[
+        str, typer.Option("--to", help="The empty store to copy into: sqlite:///... or postgresql://...")
+    ],
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="Copy the events recorded before this instant (ISO 8601 with a zone) into a frozen "
+            "copy that records nothing; without it, a writable migration.",
+        ),
+    ] = None,
+) -> None:
+    """Copy the ledger into an empty store: a frozen history (--until), or a migration.
+
+    Every stream keeps its versions and chains; the copy's views are built at the end.
+    """
+    with guarded(ctx) as out:
+        instant = parse_instant("until", until)
+        with open_ledger(ctx) as ledger, progress_bar("copying") as advance:
+            copied = ledger.copy(to, until=instant, progress=advance)
+        frozen = None if instant is None else instant.isoformat()
+        if out.json_mode:
+            out.emit({"copied": copied, "frozen_until": frozen})
+        elif frozen:
+            out.line(f"copied {copied} events recorded before {frozen}; the copy is frozen there")
+        else:
+            out.line(f"copied {copied} events; the copy is writable")
+
+
+def prefix(
+    ctx: typer.Context,
+    new: Annotated[
+        str | None,
+        typer.Argument(metavar="NEW", help="Record NEW as the prefix of the keys issued from now on."),
+    ] = None,
+) -> None:
+    """Show the ledger's key prefix and every prefix whose keys verify; or change it.
+
+    The prefix is recorded in the ledger: processes opened without KEYLEDGER_KEY_PREFIX
+    (or key_prefix= in Python) take it, and one asking for another is refused. After a change,
+    keys of the earlier prefixes keep working; restart the services that share the ledger.
+    """
+    with guarded(ctx) as out, open_ledger(ctx) as ledger:
+        if new is not None:
+            ledger.change_key_prefix(new)
+        current, accepted = ledger.key_prefix, ledger.key_prefixes
+    if out.json_mode:
+        out.emit({"key_prefix": current, "accepted": list(accepted)})
+    else:
+        out.line(f"key prefix: {current}")
+        out.line(f"keys that verify: {', '.join(accepted)}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the reviewer's commands to the ``keyledger`` app."""
+    """Add the reviewer's and the operator's commands to the ``keyledger`` app."""
     app.command()(accounts)
     app.command()(audit)
     app.command()(check)
     app.command()(checkpoint)
+    app.command()(copy)
+    app.command()(prefix)
     app.command()(rebuild)
     app.command()(report)
     app.command("verify-export")(verify_export_command)

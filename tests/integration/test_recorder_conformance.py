@@ -37,12 +37,13 @@ unchanged, which the library's own suite covers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 import unittest
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from unittest import TestCase
 
@@ -136,9 +137,16 @@ class _ThroughUnitOfWork(_Store):
         app = self.application()
         recorder = app.recorder
         assert type(recorder) is self.recorder_class
-        views: Any = app.construct_views()
-        views.try_lock_in = lambda cursor: False  # the views are left to the follower
-        unit_of_work = app.construct_unit_of_work(views)
+        unit_of_work: Any = app.construct_unit_of_work(app.construct_views())
+        begin = unit_of_work.begin
+
+        @contextlib.contextmanager
+        def begin_leaving_the_views() -> Iterator[Any]:
+            with begin() as transaction:
+                transaction.lock_views = lambda: None  # as when another writer holds them
+                yield transaction
+
+        unit_of_work.begin = begin_leaving_the_views
         self.recorder = recorder
         self.seen: list[int] = []
 

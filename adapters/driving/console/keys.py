@@ -11,7 +11,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from keyledger import IssuedKey, KeyLedgerError, KeyView
+from keyledger import IssuedKey, KeyLedgerError, KeyPage, KeyView
 from keyledger.adapters.driving.console.app import Console, Page, Refused, endpoint, status_of
 from keyledger.report import build_report
 
@@ -54,21 +54,38 @@ async def keys_page(console: Console, page: Page, status: int = 200, **context: 
         at = parse_instant(query.get("at"), "as of")
     except Refused as refusal:
         at, status, context["error"] = None, refusal.status, refusal.message
-    keys: list[KeyView] = await console.call(console.ledger.keys, page.account, at=at)
+    number = page_number(query.get("page"))
+    if at is None:
+        # Now: one page read from the catalogue, and its counts (never the whole list).
+        found: KeyPage = await console.call(
+            console.ledger.keys_page, page.account, offset=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        )
+        total, active = found.total, found.active
+        pages = max(1, -(-total // PAGE_SIZE))
+        if number > pages:
+            number = pages
+            found = await console.call(
+                console.ledger.keys_page, page.account, offset=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE
+            )
+        shown = found.keys
+    else:
+        # As of a past instant: the account's history replayed, then the page cut from it.
+        keys: list[KeyView] = await console.call(console.ledger.keys, page.account, at=at)
+        keys.reverse()
+        total, active = len(keys), sum(1 for key in keys if key.status == "active")
+        pages = max(1, -(-total // PAGE_SIZE))
+        number = min(number, pages)
+        shown = keys[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
     now = at or console.clock()
-    flags = build_report(page.account, keys, 0, now)  # the report's flags, from this one read
-    keys.reverse()
-    pages = max(1, -(-len(keys) // PAGE_SIZE))
-    number = min(page_number(query.get("page")), pages)
-    shown = keys[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+    flags = build_report(page.account, shown, 0, now)  # the report's flags of the keys shown
     context.setdefault("form", {"name": "", "purpose": "", "application": ""})
     return console.render(
         page,
         "keys.html",
         status,
         keys=shown,
-        total=len(keys),
-        active=sum(1 for key in keys if key.status == "active"),
+        total=total,
+        active=active,
         number=number,
         pages=pages,
         at=at,

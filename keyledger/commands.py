@@ -24,7 +24,7 @@ from functools import partial
 from typing import TypeVar, cast
 
 from eventsourcing.application import AggregateNotFoundError, project_aggregate
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from keyledger.connection import Connection
 from keyledger.domain import Conflict, FrozenLedger, Keyring, StoreUnavailable
@@ -77,10 +77,11 @@ class Commands:
                     # Full jitter, doubling up to 100 ms: losers spread out, not collide again.
                     time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))  # noqa: S311 - jitter
                     continue
-                except (InterfaceError, OperationalError) as error:
+                except unit_of_work.retried as error:
                     # The connection failed (PostgreSQL restarting, a network cut): if the
                     # attempt did not land, decide again after a pause, as eventsourcing's
-                    # own recorder retries its insert.
+                    # own recorder retries its insert. (SQLite's "locked" has already
+                    # waited out its busy timeout: that is a failure of the store.)
                     if self._landed(events):
                         return result
                     if attempt + 1 == self._max_attempts:

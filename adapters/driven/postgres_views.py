@@ -13,7 +13,9 @@ from typing import Any, cast
 import psycopg
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    InterfaceError,
     Notification,
+    OperationalError,
     PersistenceError,
     StoredEvent,
     Tracking,
@@ -71,6 +73,8 @@ class PostgresTransaction(Transaction):
 
 class PostgresUnitOfWork(UnitOfWork):
     """Commands' transactions on the ledger's PostgreSQL database."""
+
+    retried = (InterfaceError, OperationalError)
 
     recorder: PostgresApplicationRecorder
 

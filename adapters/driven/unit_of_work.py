@@ -123,6 +123,11 @@ class Transaction(ABC):
 class UnitOfWork(ABC):
     """Opens the transactions in which commands append (a store's own subclass)."""
 
+    retried: tuple[type[Exception], ...] = ()
+    """The store's errors after which a command that did not land tries again (a lost
+    connection on PostgreSQL, as eventsourcing's own recorder retries its insert);
+    anything else is a failure of the store."""
+
     def __init__(self, recorder: ApplicationRecorder, views: ViewStore, mapper: PydanticMapper) -> None:
         self.recorder = recorder
         self.views = views

@@ -143,9 +143,18 @@ class Subscription:
         return self._stopped()
 
     def _run(self) -> None:
+        logged: str | None = None
         try:
             while not self._stopped():
-                if not self._lease.try_acquire():
+                try:
+                    acquired = self._lease.try_acquire()
+                except Exception as error:
+                    # The thread never dies of it: it says so (once per cause) and tries again.
+                    if type(error).__name__ != logged:
+                        logged = type(error).__name__
+                        logger.error("subscription %r: taking its lease failed: %s", self.name, logged)
+                    acquired = False
+                if not acquired:
                     self._pause(0.2)
                     continue
                 self.active = True

@@ -228,3 +228,37 @@ class TestOneDelivererPerName:
 
 def _status(ledger: Ledger, name: str) -> SubscriptionStatus:
     return next(status for status in ledger.subscriptions() if status.name == name)
+
+
+class TestTheThreadNeverDies:
+    def test_a_lease_that_cannot_be_taken_is_tried_again_and_delivery_follows(
+        self,
+        sqlite_url: str,
+        open_ledger: Callable[..., Ledger],
+        alice: Actor,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The store refusing the lease (here, its lock file) is logged and tried again;
+        the subscription's thread goes on and delivers once it can."""
+        from keyledger.adapters.driven.delivery_lease import FileLease
+
+        take = FileLease.try_acquire
+        refusals: list[int] = []
+
+        def refused_twice(lease: FileLease) -> bool:
+            if len(refusals) < 2:
+                refusals.append(1)
+                raise OSError("no lock file")
+            return take(lease)
+
+        monkeypatch.setattr(FileLease, "try_acquire", refused_twice)
+        ledger = open_ledger(sqlite_url)
+        positions = create(ledger, alice, 2)
+        handler = Collector()
+
+        subscription = ledger.subscribe(handler, name="siem")
+
+        assert handler.until(2) == positions
+        assert refusals == [1, 1]
+        assert subscription.running
+        subscription.stop()

@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# axe-core for the console's accessibility audit (tests/e2e/package.json), installed where npm
+# exists; without npm the audit skips and says why.
+NODE_DIR := build/node
+AXE := $(NODE_DIR)/node_modules/axe-core/axe.min.js
+NPM := $(shell command -v npm 2>/dev/null)
 
 .PHONY: demo test lint bench bounds stress clean
 
@@ -12,10 +17,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(AXE): tests/e2e/package.json tests/e2e/package-lock.json
+	mkdir -p $(NODE_DIR)
+	cp tests/e2e/package.json tests/e2e/package-lock.json $(NODE_DIR)/
+	cd $(NODE_DIR) && $(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/keyledger demo
 
-test: $(STAMP)
+test: $(STAMP) $(if $(NPM),$(AXE))
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -1,10 +1,13 @@
 """The console in a real browser (Chromium through Playwright): the whole lifecycle as a
-person clicks it, the same by keyboard alone, and the screenshots of each page (the
-README's, in docs/screenshots/, when ``KEYLEDGER_SCREENSHOTS`` names that folder).
+person clicks it, the same by keyboard alone, an axe-core audit of every page against
+WCAG 2.1 A and AA, and the screenshots of each page (the README's, in docs/screenshots/,
+when ``KEYLEDGER_SCREENSHOTS`` names that folder).
 
 They need Chromium (Debian's package: ``apt-get install -y chromium``; ``.ci/run``
 installs it when missing) and skip, saying so, where it is absent. ``-m "not browser"``
-leaves them out on purpose.
+leaves them out on purpose. The audit also needs axe-core, which ``make test`` installs
+from tests/e2e/package.json into build/node with ``npm ci`` where npm exists; without it
+the audit skips, saying so.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,9 @@ SCREENSHOTS = Path(
 """Where the pages' screenshots go: a scratch folder, unless ``KEYLEDGER_SCREENSHOTS``
 names another (``KEYLEDGER_SCREENSHOTS=docs/screenshots make test`` refreshes the
 README's); a plain test run never rewrites files of the repository."""
+AXE = Path(__file__).resolve().parents[2] / "build/node/node_modules/axe-core/axe.min.js"
+"""axe-core, as ``make test`` installs it from tests/e2e/package.json."""
+WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -69,14 +76,16 @@ def served(
     return serve_asgi(host_app(ledger, admin, clock))
 
 
-@pytest.fixture
-def page(served: httpx.Client) -> Iterator[Any]:
+@contextmanager
+def browser_tab(served: httpx.Client, bypass_csp: bool = False) -> Iterator[Any]:
+    """A tab of a fresh Chromium on the served app; ``bypass_csp`` lets a test inject a script."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context(
             base_url=str(served.base_url),
             viewport={"width": 1280, "height": 900},
             accept_downloads=True,
+            bypass_csp=bypass_csp,
         )
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=str(served.base_url))
         tab = context.new_page()
@@ -86,6 +95,19 @@ def page(served: httpx.Client) -> Iterator[Any]:
         finally:
             context.close()
             browser.close()
+
+
+@pytest.fixture
+def page(served: httpx.Client) -> Iterator[Any]:
+    with browser_tab(served) as tab:
+        yield tab
+
+
+@pytest.fixture
+def audited_page(served: httpx.Client) -> Iterator[Any]:
+    """A tab that ignores the console's Content-Security-Policy, so axe-core can be injected."""
+    with browser_tab(served, bypass_csp=True) as tab:
+        yield tab
 
 
 def screenshot(page: Any, name: str) -> None:
@@ -103,6 +125,43 @@ def unlabelled_controls(page: Any) -> list[str]:
             .map(e => e.outerHTML)"""
     )
     return found
+
+
+def axe_violations(page: Any) -> list[str]:
+    """What axe-core finds against WCAG 2.1 A and AA on the page as it stands, with every
+    ``<details>`` opened: one line per rule and element (rule id, impact, the HTML, cut short)."""
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("(tags) => axe.run(document, {runOnly: {type: 'tag', values: tags}})", WCAG_21_AA)
+    return [
+        f"{rule['id']} ({rule['impact']}: {rule['help']}): {' '.join(node['html'].split())[:200]}"
+        for rule in result["violations"]
+        for node in rule["nodes"]
+    ]
+
+
+def focus_ring_contrast(page: Any) -> float:
+    """The contrast ratio of the focused element's outline against the background around it
+    (the first opaque one of its ancestors), as WCAG defines it."""
+    ratio: float = page.evaluate(
+        """() => {
+            const rgb = (css) => css.match(/[\\d.]+/g).map(Number);
+            const luminance = (colour) => {
+                const [r, g, b] = colour.slice(0, 3).map((c) => c / 255)
+                    .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+                return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+            };
+            let around = document.activeElement.parentElement;
+            while (around && rgb(getComputedStyle(around).backgroundColor)[3] === 0) {
+                around = around.parentElement;
+            }
+            const back = around ? rgb(getComputedStyle(around).backgroundColor) : [255, 255, 255];
+            const ring = rgb(getComputedStyle(document.activeElement).outlineColor);
+            const [light, dark] = [luminance(ring), luminance(back)].sort((a, b) => b - a);
+            return (light + 0.05) / (dark + 0.05);
+        }"""
+    )
+    return ratio
 
 
 def lived_in(ledger: Ledger, clock: ManualClock, people: list[Actor]) -> None:
@@ -249,6 +308,53 @@ class TestLifecycleInABrowser:
         screenshot(page, "report")
 
 
+@pytest.mark.skipif(
+    not AXE.exists(),
+    reason=f"axe-core is not installed at {AXE} (make test installs it with npm ci where npm exists)",
+)
+class TestAccessibilityAudit:
+    def test_axe_finds_no_wcag_violation_on_any_page(
+        self, audited_page: Any, ledger: Ledger, clock: ManualClock, alice: Actor, bob: Actor
+    ) -> None:
+        """Every page, with its badges, messages and errors showing, passes WCAG 2.1 A and AA."""
+        page = audited_page
+        lived_in(ledger, clock, [alice, bob])
+        found: dict[str, list[str]] = {}
+
+        page.goto("/console/")
+        found["keys"] = axe_violations(page)
+        page.get_by_label("Name").fill("Shipping")
+        page.get_by_role("button", name="Add key").click()
+        page.get_by_role("button", name="Copy key").click()
+        page.get_by_text("Copied.").first.wait_for()
+        found["key created"] = axe_violations(page)
+        page.get_by_label("I have stored this key").check()
+        page.get_by_role("link", name="Shipping").click()
+        page.get_by_label(re.compile("To confirm")).fill("Shipment")
+        page.get_by_role("button", name="Revoke key").click()
+        page.get_by_text("Not done.").first.wait_for()
+        found["key, a revoke refused"] = axe_violations(page)
+        page.get_by_label(re.compile("To confirm")).fill("Shipping")
+        page.get_by_role("button", name="Revoke key").click()
+        page.get_by_text("never works again").wait_for()
+        found["revoked key"] = axe_violations(page)
+        page.goto("/console/users")
+        page.get_by_role("link", name="Revoke access of bob…").click()
+        found["revoke-user preview"] = axe_violations(page)
+        page.get_by_role("button", name=re.compile("Revoke access and remove")).click()
+        page.get_by_text("Access of user bob revoked").wait_for()
+        found["users, bob revoked"] = axe_violations(page)
+        page.goto("/console/audit")
+        page.get_by_role("button", name="Check integrity").click()
+        page.get_by_text("Intact.").wait_for()
+        found["audit trail"] = axe_violations(page)
+        page.goto("/console/report")
+        found["report"] = axe_violations(page)
+
+        violations = [f"{where}: {line}" for where, lines in found.items() for line in lines]
+        assert not violations, "axe-core found WCAG 2.1 AA violations:\n" + "\n".join(violations)
+
+
 class TestKeyboardOnly:
     def tab_to(self, page: Any, selector: str, limit: int = 60) -> None:
         """Press Tab until the element matching ``selector`` has the focus."""
@@ -256,6 +362,7 @@ class TestKeyboardOnly:
             if page.evaluate("(s) => document.activeElement && document.activeElement.matches(s)", selector):
                 outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
                 assert outline != "none", f"{selector} has no visible focus"
+                assert focus_ring_contrast(page) >= 3, f"{selector}'s focus ring is below 3:1 (WCAG 1.4.11)"
                 return
             page.keyboard.press("Tab")
         pytest.fail(f"{selector} cannot be reached with Tab")

@@ -10,7 +10,7 @@ recorded yet.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, ItemsView, Iterable
 from datetime import datetime
 from sys import intern
 from typing import NamedTuple
@@ -109,6 +109,10 @@ class ValidKeyIndex:
     def as_dict(self) -> dict[bytes, Principal]:
         """Every entry by digest (a copy)."""
         return dict(self._entries)
+
+    def items(self) -> ItemsView[bytes, Principal]:
+        """Every (digest, entry) pair, unsorted and not copied (for writing them all out)."""
+        return self._entries.items()
 
     def entries(self) -> list[tuple[bytes, Principal]]:
         """Every (digest, entry) pair, sorted by digest, for comparing views."""

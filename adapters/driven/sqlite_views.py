@@ -115,13 +115,21 @@ class SQLiteViews(SQLiteTrackingRecorder, SQLViews):
             for name in PROJECTED:
                 for suffix in (FRESH_SUFFIX, OLD_SUFFIX):
                     cursor.execute(f"DROP TABLE IF EXISTS {self.table(name)}{suffix}")
+            tables, _ = fresh_statements(self, self._statements(), lambda name: name)
+            for statement in tables:
+                cursor.execute(statement)
+
+    def index_fresh(self) -> None:
+        # After the load, each in a transaction of its own: building an index sorts the
+        # table's rows once, several times cheaper than growing it row by row during the
+        # load, and commands wait for one index at most (the write lock is per database).
+        with self.locked_transaction() as cursor:
             present = _index_names(cursor)
-            tables, indexes = fresh_statements(
-                self, self._statements(), lambda name: name + TWIN if name in present else name
-            )
-            # The indexes before the load: building one afterwards would hold the
-            # database's write lock for as long as it takes, and commands would wait.
-            for statement in (*tables, *indexes):
+        _, indexes = fresh_statements(
+            self, self._statements(), lambda name: name + TWIN if name in present else name
+        )
+        for statement in indexes:
+            with self.load_transaction() as cursor:
                 cursor.execute(statement)
 
     def swap_in(self, cursor: Any, position: int) -> None:

@@ -18,8 +18,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError
 
-from keyledger import Actor, Ledger, Permission
+from keyledger import Actor, Ledger, Permission, StoreUnavailable
+from keyledger.adapters.driven.postgres_views import PostgresViews
+from keyledger.adapters.driven.sql_views import SQLViews
+from keyledger.adapters.driven.sqlite_views import SQLiteViews
 from keyledger.testing import ManualClock
 
 PROJECTED = {
@@ -140,6 +144,44 @@ class TestBulkRebuild:
                     row[0] for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")
                 ]
             assert len({name.removesuffix("_r") for name in indexes}) == len(indexes)
+
+    def test_a_load_that_fails_leaves_the_views_in_use(
+        self, durable_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A write of the fresh tables failing in the loader's thread (the disk full, say)
+        fails the rebuild in the caller, with the store's error; the views in use are
+        untouched, the thread ends, and the next rebuild succeeds (and drops what the
+        failed one left)."""
+        with Ledger.open(durable_url, clock=clock) as ledger:
+            secrets = varied_history(ledger, clock)
+        incremental = tables(durable_url)
+        monkeypatch.setattr("keyledger.adapters.driven.sql_rebuild.LOAD_CHUNK", 5)
+        views_class = SQLiteViews if durable_url.startswith("sqlite:") else PostgresViews
+        real = views_class.insert_fresh
+        calls: list[str] = []
+
+        def failing(views: SQLViews, cursor: Any, table: str, *args: Any) -> None:
+            calls.append(table)
+            if len(calls) == 4:
+                raise OperationalError("database or disk is full")
+            real(views, cursor, table, *args)
+
+        with Ledger.open(durable_url, clock=clock) as ledger:
+            before = [ledger.verify(secret) for secret in secrets]
+            monkeypatch.setattr(views_class, "insert_fresh", failing)
+            with pytest.raises(StoreUnavailable):
+                ledger.rebuild_projections()
+            assert [ledger.verify(secret) for secret in secrets] == before
+            left = tables(durable_url)  # with the fresh tables, until the next rebuild drops them
+            assert {k: v for k, v in left.items() if k != "tables"} == {
+                k: v for k, v in incremental.items() if k != "tables"
+            }
+            assert not [t for t in threading.enumerate() if t.name == "keyledger-rebuild-loader"]
+
+            monkeypatch.setattr(views_class, "insert_fresh", real)
+            ledger.rebuild_projections()
+        assert len(calls) == 4
+        assert tables(durable_url) == incremental
 
     def test_in_memory_the_rebuild_answers_as_before(self, clock: ManualClock) -> None:
         """A memory:// ledger lists, audits and verifies the same after a rebuild."""

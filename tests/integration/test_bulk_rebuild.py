@@ -10,6 +10,7 @@ reaching the rebuilt views.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 from contextlib import closing
@@ -148,10 +149,9 @@ class TestBulkRebuild:
     def test_a_load_that_fails_leaves_the_views_in_use(
         self, durable_url: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A write of the fresh tables failing in the loader's thread (the disk full, say)
-        fails the rebuild in the caller, with the store's error; the views in use are
-        untouched, the thread ends, and the next rebuild succeeds (and drops what the
-        failed one left)."""
+        """A write of the fresh tables failing (the disk full, say) fails the rebuild with
+        the store's error; the views in use are untouched, the garbage collector has every
+        object back, and the next rebuild succeeds (and drops what the failed one left)."""
         with Ledger.open(durable_url, clock=clock) as ledger:
             secrets = varied_history(ledger, clock)
         incremental = tables(durable_url)
@@ -176,10 +176,11 @@ class TestBulkRebuild:
             assert {k: v for k, v in left.items() if k != "tables"} == {
                 k: v for k, v in incremental.items() if k != "tables"
             }
-            assert not [t for t in threading.enumerate() if t.name == "keyledger-rebuild-loader"]
+            assert gc.get_freeze_count() == 0
 
             monkeypatch.setattr(views_class, "insert_fresh", real)
             ledger.rebuild_projections()
+            assert gc.get_freeze_count() == 0
         assert len(calls) == 4
         assert tables(durable_url) == incremental
 

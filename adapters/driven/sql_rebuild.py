@@ -28,7 +28,6 @@ import gc
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -201,10 +200,11 @@ def _load(views: SQLViews, writes: Writes) -> None:
     and key ids arrive in random order; sorted, each index page is written once)."""
     if not any(rows for _, _, rows in writes):
         return
+    for table, _, rows in writes:
+        rows.sort(key=PRIMARY_KEY[table])
     with views.load_transaction() as cursor:
         for table, columns, rows in writes:
             if rows:
-                rows.sort(key=PRIMARY_KEY[table])
                 views.insert_fresh(cursor, table, columns, rows)
 
 
@@ -236,17 +236,22 @@ def _grown(fold: Fold) -> Writes:
 
 
 def _state(fold: Fold) -> Iterator[Writes]:
-    """The folded valid keys and catalogue, in load transactions of ``STATE_CHUNK`` rows,
-    emptying the catalogue as it goes (the valid keys stay: they become the follower's
-    index)."""
-    valid = iter(fold.index.items())
-    while chunk := [
-        (digest, entry.account, entry.key_id, entry.name, stamp(entry.grace_until))
-        for digest, entry in islice(valid, STATE_CHUNK)
-    ]:
+    """The folded valid keys and catalogue, in load transactions of ``STATE_CHUNK`` rows
+    in their primary keys' order (each table then grows at its right-hand edge), emptying
+    the catalogue as it goes (the valid keys stay: they become the follower's index)."""
+    entries = fold.index.items()
+    digests = sorted(digest for digest, _ in entries)
+    lookup = fold.index.get
+    for start in range(0, len(digests), STATE_CHUNK):
+        chunk = []
+        for digest in digests[start : start + STATE_CHUNK]:
+            entry = lookup(digest)
+            assert entry is not None
+            chunk.append((digest, entry.account, entry.key_id, entry.name, stamp(entry.grace_until)))
         yield [("valid", VALID_COLUMNS, chunk)]
+    del digests
     rows = fold.rows
+    keys = sorted(rows)
     columns = KEY_COLUMNS.split(", ")
-    while rows:
-        count = min(STATE_CHUNK, len(rows))
-        yield [("keys", columns, [row_params(rows.popitem()[1]) for _ in range(count)])]
+    for start in range(0, len(keys), STATE_CHUNK):
+        yield [("keys", columns, [row_params(rows.pop(key)) for key in keys[start : start + STATE_CHUNK]])]

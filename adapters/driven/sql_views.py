@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Tracking
 
 from keyledger.domain.chain import GENESIS
 from keyledger.projections.audit import AUDIT_FIELDS, AuditEntry, AuditQuery, entry_values
@@ -50,21 +50,8 @@ VALID_SELECT = "SELECT digest, account, key_id, name, valid_until FROM {valid}"
 
 EventRow = tuple[int, Any, int, str, bytes]
 """A stored event as a row: position, originator id, version, topic, state."""
-Reader = Callable[[int, int], Sequence[Notification]]
-"""Reads the notifications after one position up to another, in the current transaction."""
-Within = Callable[[Any, Reader, Sequence[Notification]], None]
-"""Called in the transaction that inserts events: (cursor, reader, the new notifications)."""
 FRESH_SUFFIX = "_rebuild"
 """Ends the names of a rebuild's fresh tables (see ``keyledger.adapters.driven.sql_rebuild``)."""
-
-
-class ViewsWithin:
-    """A recorder of events with one hook: a Ledger attaches ``within``, which the
-    recorder calls in the transaction that inserts a command's events, after the insert,
-    so the views take those events in the same commit. A command then pays one durable
-    commit, not two, and its events and its views are all or nothing."""
-
-    within: Within | None = None
 
 
 def stamp(moment: datetime | None) -> str | None:

@@ -140,25 +140,34 @@ class KeyringApplication(Application[UUID]):
             return PostgresUnitOfWork(self.recorder, views, mapper)
         return MemoryUnitOfWork(self.recorder, views, mapper)
 
-    def listener(self) -> Listen | None:
+    def listener(self, unit_of_work: UnitOfWork) -> Listen | None:
         """``listen(notified, stopping)``: calls ``notified`` after each commit to the
-        store, where the store can tell (PostgreSQL's NOTIFY); ``None`` elsewhere."""
+        store, where the store can tell (PostgreSQL's NOTIFY), except the commits of
+        ``unit_of_work`` (this process's commands hand their events over themselves);
+        ``None`` elsewhere."""
         if not self.can_subscribe:
             return None
         from keyledger.adapters.driven.postgres_views import listen
 
-        return partial(listen, self.recorder)
+        return partial(listen, self.recorder, ignored=unit_of_work.commits_on)
 
     def saved(self, keyring: Keyring, events: Sequence[Keyring.Event]) -> None:
         """After ``keyring``'s new ``events`` are committed, what eventsourcing's
         ``Application.save`` does after its insert: the repository's cache takes the
-        Keyring (where the cache is not brought up to date on each get), and a snapshot is
-        written when one is due (:func:`snapshot_interval`), of the Keyring in hand at its
-        new version. Never raises: a snapshot and the cache only speed up loading, and the
-        command's events are already committed."""
+        Keyring, and a snapshot is written when one is due (:func:`snapshot_interval`),
+        of the Keyring in hand at its new version. Never raises: a snapshot and the cache
+        only speed up loading, and the command's events are already committed.
+
+        eventsourcing caches a saved aggregate only where the cache is not brought up to
+        date on each get; here it is cached either way, so the next command reads the
+        account's events after this version (usually none) instead of reading and
+        applying its own events again. That stays correct: the command path holds the
+        account's locks until this returns, the Keyring is a copy no one changes after
+        its commit, and a get still reads every event after the cached version, whoever
+        wrote it."""
         try:
             repository = self.repository
-            if repository.cache is not None and not repository.fastforward:
+            if repository.cache is not None:
                 repository.cache.put(keyring.id, keyring)
             base = self.snapshotting_intervals.get(Keyring) if self.snapshotting_intervals else None
             if self.snapshots is None or not base:

@@ -97,9 +97,11 @@ class Connection:
         mapper = app.mapper
         assert isinstance(mapper, PydanticMapper)
         views = self.translate(app.construct_views)
-        follower = self.translate(lambda: Follower(app.recorder, mapper, views, start, listen=app.listener()))
+        unit_of_work = app.construct_unit_of_work(views)
+        listen = app.listener(unit_of_work)
+        follower = self.translate(lambda: Follower(app.recorder, mapper, views, start, listen=listen))
         self.app, self.mapper, self.locks, self.views, self.follower = app, mapper, locks, views, follower
-        self.unit_of_work = app.construct_unit_of_work(views)
+        self.unit_of_work = unit_of_work
         self.usage = UsageRecorder(views, self._clock)
         self._threads[:] = [follower, self.usage]
         if self._follow:

@@ -8,7 +8,9 @@ returns. Other processes follow with a background thread: on PostgreSQL it LISTE
 catches up on each NOTIFY (and polls every second as a fallback); on SQLite, whose
 recorder cannot notify, it reads the events after its position every
 :data:`POLL_INTERVAL` seconds. Whoever applies events to the durable views first wins;
-the others see the position has moved and only update their own index.
+the others see the position has moved and only update their own index. A NOTIFY moves
+only the index: the process whose command committed writes the views before that
+command returns, and a poll checks that it did (it may have died in between).
 
 A follower never skips an event and never dies: an event it cannot read, or a store it
 cannot reach, stops it at the position before; it tries again with a growing pause and
@@ -88,7 +90,15 @@ class Follower:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._views_behind = False
-        self._read_rows = row_reader(recorder)
+        self._views_read: int | None = None
+        """The durable views' position as read with the events about to be applied."""
+        self._index_only = False
+        self._views_owed = 0
+        """The last position the index took without checking the durable views (see
+        :meth:`_notified`); 0 when there is none to check."""
+        self._read_rows = row_reader(recorder, store)
+        self._read_index_rows = row_reader(recorder)
+        """What the index alone needs (see :meth:`_notified`): the events, not the views' position."""
         self.confirmed = float("-inf")
         """When (``time.monotonic()``) this follower last confirmed that it held every
         event of the log; minus infinity while it is known not to."""
@@ -113,7 +123,8 @@ class Follower:
     def _read(self, after: int, limit: int = PAGE_SIZE) -> list[Recorded]:
         events = []
         read = self.mapper.recorded
-        for position, _, version, topic, state in self._read_rows(after, limit):
+        rows = (self._read_index_rows if self._index_only else self._read_rows)(after, limit)
+        for position, _, version, topic, state in rows:
             try:
                 events.append(read(state, topic, version, position, after))
             except Exception as error:
@@ -129,6 +140,9 @@ class Follower:
         """Apply everything recorded after this process's position: ``notifications``
         when they follow on directly (a command's own), else what the store holds."""
         with self.lock:
+            if not self._index_only and self._views_owed:
+                self._catch_up_views(self._views_owed)
+                self._views_owed = 0
             if notifications and notifications[0].id == self.position + 1:
                 self._advance(self._recorded(notifications, self.position))
             self._read_to_head()
@@ -150,6 +164,8 @@ class Follower:
                     self._advance(error.before)
                 raise
             if events:
+                if not self._index_only:
+                    self._views_read = self._read_rows.views_position
                 self._advance(events)
             if len(events) < PAGE_SIZE:
                 self.seen_head = max(self.seen_head, self.position)
@@ -162,14 +178,17 @@ class Follower:
 
         When the durable views took them in the command's transaction, ``committed``
         holds every event they applied, from the views' position to the command's last
-        event: if those follow on from this process's position, the index takes them and
-        reads nothing (events committed since are the followers' to apply). Otherwise
-        the index reads up to the head, starting with the command's own events."""
+        event: if this process's position is among them, the index takes those after it
+        and reads nothing (events committed since are the followers' to apply; the
+        thread following other processes, woken by one of their commits or its poll, may
+        have taken some or all of these already). Otherwise the index reads up to the
+        head, starting with the command's own events."""
         applied = committed.applied
         with self.lock:
-            if applied and applied[0].previous == self.position:
+            if applied and applied[0].previous <= self.position <= applied[-1].position:
                 for event in applied:
-                    self.index.apply(event)
+                    if event.position > self.position:
+                        self.index.apply(event)
                 self.position = applied[-1].position
                 if not self._views_behind:
                     return
@@ -182,21 +201,29 @@ class Follower:
     def missed(self) -> None:
         """This process's index is known to lack events committed by now (a command's,
         whose application failed): it is not current until a read that starts after
-        this moment reaches the head."""
+        this moment reaches the head. Wakes the thread that follows, to read now."""
         self._not_before = time.monotonic()
         self.confirmed = float("-inf")
+        self._changed.set()
 
     def _advance(self, events: list[Recorded]) -> None:
         # The index first: a revocation takes effect here before any more I/O. Then the
         # durable views, which the writer has usually updated in its own commit (a read
-        # tells, where trying to write would take the write lock first); if they fail,
+        # tells, where trying to write would take the write lock first; the position
+        # read with these events, where the store reads both together); if they fail,
         # the next advance finds them behind and catches them up.
+        views, self._views_read = self._views_read, None
         after = self.position
         for event in events:
             self.index.apply(event)
         self.position = events[-1].position
+        if self._index_only:
+            self._views_owed = self.position
+            return
         self._views_behind = True  # until the durable views are known to have these
-        if self.store.position() < events[-1].position and not self.store.write(events, project, after=after):
+        if views is None:
+            views = self.store.position()
+        if views < events[-1].position and not self.store.write(events, project, after=after):
             self._catch_up_views(events[-1].position)
         self._views_behind = False
 
@@ -296,8 +323,20 @@ class Follower:
 
     def _notified(self) -> None:
         # While stuck, the poller retries with its pauses; a NOTIFY per commit would not.
+        # Another process's commit: the index takes its events now, and the durable
+        # views are left to that process's command, which writes them before it returns
+        # (in its commit, or just after if a follower held the views' lock); the next
+        # poll or command here checks that they did. Writing them from here as well
+        # would hold the views' lock while those commands try for it, and each that
+        # finds it taken leaves its views to be written after its commit: more writes,
+        # and more followers holding the lock.
         if self.problem is None:
-            self.try_catch_up()
+            with self.lock:
+                self._index_only = True
+                try:
+                    self.try_catch_up()
+                finally:
+                    self._index_only = False
 
     def stop(self) -> None:
         """Stop following (idempotent)."""

@@ -12,7 +12,7 @@ SQL views in ``keyledger.adapters``; one contract test suite runs against all of
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -111,9 +111,12 @@ class ViewStore(ABC):
         *,
         after: int,
         position: int | None = None,
+        read: Mapping[Any, Any] | None = None,
     ) -> bool:
         """:meth:`write`, in a write transaction of the events' database that the caller
-        holds (stores that live there, so a command's events and views commit together)."""
+        holds (stores that live there, so a command's events and views commit together).
+        ``read``: rows of the views the caller has read in that transaction already, in
+        the store's own form."""
         raise NotImplementedError(f"{type(self).__name__} does not share the events' transactions")
 
     @abstractmethod

@@ -16,7 +16,7 @@ they sort as text exactly as they sort as times.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +35,13 @@ from keyledger.projections.ports import (
     ViewStore,
     ViewWriter,
 )
-from keyledger.projections.recorded import Recorded
+from keyledger.projections.recorded import (
+    Recorded,
+    RecordedKeyCreated,
+    RecordedKeyEvent,
+    RecordedKeyRegenerated,
+    RecordedUserAccessRevoked,
+)
 from keyledger.projections.valid_keys import Principal, ValidKeyIndex
 
 KEY_COLUMNS = (
@@ -124,6 +130,34 @@ def entry_from_record(record: Any) -> AuditEntry:
     )  # fmt: skip
 
 
+ENTRY_SELECT = "SELECT account, key_id, name, valid_until FROM {valid} WHERE digest = ?"
+ROW_SELECT = f"SELECT {KEY_COLUMNS} FROM {{keys}} WHERE account = ? AND key_id = ?"
+HEAD_SELECT = "SELECT chain FROM {audit} WHERE account = ? ORDER BY position DESC LIMIT 1"
+Read = tuple[str, tuple[Any, ...]]
+"""One row a batch reads from the views: its statement (before :meth:`SQLViews.sql`) and parameters."""
+Prefetched = Mapping[Read, Any]
+"""Cursors that have run some of those reads in the writing transaction, by read."""
+
+
+def usual_reads(events: Sequence[Recorded]) -> list[Read]:
+    """The rows of the views that projecting ``events`` reads (unless an earlier event of
+    the same batch wrote them): each account's latest audit entry, the catalogue row of
+    each key an event changes, and the valid-key entry of each secret a regeneration
+    retires. They follow from the events alone, so a network database can read them
+    together, in one round trip (:meth:`SQLViews.write_in`); a read missing here is
+    made when it is needed, and one made needlessly changes nothing."""
+    reads: dict[Read, None] = {}
+    for event in events:
+        reads[(HEAD_SELECT, (event.account,))] = None
+        if isinstance(event, RecordedKeyRegenerated):
+            reads[(ENTRY_SELECT, (bytes.fromhex(event.retired_digest),))] = None
+        if isinstance(event, RecordedKeyEvent) and not isinstance(event, RecordedKeyCreated):
+            reads[(ROW_SELECT, (event.account, event.key_id))] = None
+        elif isinstance(event, RecordedUserAccessRevoked):
+            reads.update(((ROW_SELECT, (event.account, key_id)), None) for key_id in event.removed_key_ids)
+    return list(reads)
+
+
 class _Many:
     """``executemany`` that runs a single row with ``execute`` (a command's batch is one
     row per table; psycopg runs ``executemany`` as a pipeline, a round trip more)."""
@@ -141,10 +175,14 @@ class _Many:
 class _Batch(ViewWriter):
     """The writes of one run of events, buffered and flushed at the end."""
 
-    def __init__(self, views: SQLViews, cursor: Any, *, fresh: bool, suffix: str = "") -> None:
+    def __init__(
+        self, views: SQLViews, cursor: Any, *, fresh: bool, suffix: str = "", read: Prefetched | None = None
+    ) -> None:
         self.views, self.cursor, self.fresh = views, cursor, fresh
         self.suffix = suffix
         """Appended to each table's name: a rebuild's fresh tables are written as the others."""
+        self.read = dict(read or {})
+        """Rows already read in this transaction, each taken once (see :func:`usual_reads`)."""
         self.entries: dict[bytes, Principal | None] = {}
         self.secrets: dict[bytes, tuple[str, str]] = {}
         self.rows: dict[tuple[str, str], KeyRow] = {}
@@ -155,15 +193,16 @@ class _Batch(ViewWriter):
     def _one(self, statement: str, params: Sequence[Any]) -> Any:
         if self.fresh:
             return None
-        self.cursor.execute(self.views.sql(statement, self.suffix), params)
-        return self.cursor.fetchone()
+        cursor = self.read.pop((statement, tuple(params)), None)
+        if cursor is None:
+            cursor = self.cursor
+            cursor.execute(self.views.sql(statement, self.suffix), params)
+        return cursor.fetchone()
 
     def entry(self, digest: bytes) -> Principal | None:
         if digest in self.entries:
             return self.entries[digest]
-        record = self._one(
-            "SELECT account, key_id, name, valid_until FROM {valid} WHERE digest = ?", [digest]
-        )
+        record = self._one(ENTRY_SELECT, [digest])
         if record is None:
             return None
         return Principal(record["account"], record["key_id"], record["name"], unstamp(record["valid_until"]))
@@ -179,9 +218,7 @@ class _Batch(ViewWriter):
     def row(self, account: str, key_id: str) -> KeyRow:
         found = self.rows.get((account, key_id))
         if found is None:
-            record = self._one(
-                f"SELECT {KEY_COLUMNS} FROM {{keys}} WHERE account = ? AND key_id = ?", [account, key_id]
-            )
+            record = self._one(ROW_SELECT, [account, key_id])
             if record is None:
                 raise KeyError((account, key_id))
             found = self.rows[(account, key_id)] = row_from(record)
@@ -195,9 +232,7 @@ class _Batch(ViewWriter):
         """The chain of the account's latest audit entry (64 zeros if none)."""
         if account in self.heads:
             return self.heads[account]
-        record = self._one(
-            "SELECT chain FROM {audit} WHERE account = ? ORDER BY position DESC LIMIT 1", [account]
-        )
+        record = self._one(HEAD_SELECT, [account])
         return GENESIS if record is None else str(record["chain"])
 
     def add_audit(self, event: Recorded, key_name: str | None, key_ids: Sequence[str]) -> None:
@@ -298,6 +333,7 @@ class SQLViews(ViewStore):
     def _delete_tracking(self, c: Any) -> None: ...
 
     placeholder = "?"
+    _sql_texts: dict[tuple[str, str], str]
 
     def writes_together(self, cursor: Any) -> AbstractContextManager[Any]:
         """Around a batch's writes on ``cursor`` and its position, which read nothing back
@@ -308,9 +344,19 @@ class SQLViews(ViewStore):
     def sql(self, statement: str, suffix: str = "") -> str:
         """``statement`` with table names filled in (each ending with ``suffix``: a
         rebuild's fresh tables) and this dialect's placeholders."""
-        names = {name: self.table(name) + suffix for name in self.TABLES}
-        text = statement.format(**names)
-        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+        # Kept by statement: a command's batch fills in the same handful every time.
+        try:
+            texts = self._sql_texts
+        except AttributeError:
+            texts = self._sql_texts = {}
+        text = texts.get((statement, suffix))
+        if text is None:
+            names = {name: self.table(name) + suffix for name in self.TABLES}
+            text = statement.format(**names)
+            if self.placeholder != "?":
+                text = text.replace("?", self.placeholder)
+            texts[(statement, suffix)] = text
+        return text
 
     def position(self) -> int:
         with self.read_cursor() as cursor:
@@ -339,21 +385,28 @@ class SQLViews(ViewStore):
         *,
         after: int,
         position: int | None = None,
+        read: Prefetched | None = None,
     ) -> bool:
         """Apply ``events`` in the caller's write transaction, which must hold the views'
         lock (or the database's write lock); ``False`` if the views are not at ``after``.
-        ``position``: the views' position, if the caller read it in this transaction."""
+        ``position``: the views' position, if the caller read it in this transaction;
+        ``read``: rows the caller has read in it since (see :func:`usual_reads`)."""
         if position is None:
             position = self.position_in(cursor)
         if position != after:
             return False
-        batch = _Batch(self, cursor, fresh=position == 0)
+        batch = _Batch(self, cursor, fresh=position == 0, read=read)
         for event in events:
             project(event, batch)
         with self.writes_together(cursor) as tracking_cursor:
             batch.flush()
-            self._insert_tracking(tracking_cursor, Tracking(VIEWS_NAME, events[-1].position))
+            self.record_position(tracking_cursor, events[-1].position)
         return True
+
+    def record_position(self, cursor: Any, position: int) -> None:
+        """Record the views' new position in the caller's transaction; raises if the
+        tracking table already holds a later one (eventsourcing's check)."""
+        self._insert_tracking(cursor, Tracking(VIEWS_NAME, position))
 
     def _select(self, statement: str, params: Sequence[Any]) -> list[Any]:
         with self.read_cursor() as cursor:

@@ -4,7 +4,7 @@ work) and the reader of the whole log."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 from uuid import UUID
@@ -222,7 +222,19 @@ class SQLiteUnitOfWork(UnitOfWork):
             yield SQLiteTransaction(cursor, self)
 
 
-class SQLiteRowReader:
+class RowReader:
+    """``read(after, limit)``: up to ``limit`` events of the log after position ``after``,
+    as plain rows (position, originator id as stored, version, topic, state)."""
+
+    views_position: int | None = None
+    """The durable views' position, read in the same round trip as the last rows, where
+    a store reads both together; ``None`` where it does not."""
+
+    def __call__(self, after: int, limit: int) -> Sequence[EventRow]:
+        raise NotImplementedError
+
+
+class SQLiteRowReader(RowReader):
     """Reads the whole log as plain rows (position, originator id as stored, version,
     topic, state): what the readers of the log need, without a Notification and a UUID
     per event."""
@@ -264,16 +276,26 @@ def _translated(*, conflicts: bool = True) -> Iterator[None]:
         raise PersistenceError(error) from error
 
 
-def row_reader(recorder: ApplicationRecorder) -> Callable[[int, int], Sequence[EventRow]]:
-    """``read(after, limit)``: the recorder's events after a position, as rows (plain
-    tuples from SQLite; built from notifications elsewhere)."""
+def row_reader(recorder: ApplicationRecorder, views: Any = None) -> RowReader:
+    """The reader of ``recorder``'s events as rows (plain tuples from SQLite and
+    PostgreSQL; built from notifications elsewhere). With the durable ``views`` of a
+    PostgreSQL store, it reads their position with each page (see
+    :attr:`RowReader.views_position`)."""
     if isinstance(recorder, SQLiteApplicationRecorder):
         return SQLiteRowReader(recorder)
+    if type(recorder).__module__ == "eventsourcing.postgres":
+        from keyledger.adapters.driven.postgres_views import PostgresRowReader
 
-    def read(after: int, limit: int) -> list[EventRow]:
+        return PostgresRowReader(recorder, views)
+    return _NotificationRows(recorder)
+
+
+class _NotificationRows(RowReader):
+    def __init__(self, recorder: ApplicationRecorder) -> None:
+        self.recorder = recorder
+
+    def __call__(self, after: int, limit: int) -> list[EventRow]:
         return [
             (n.id, n.originator_id, n.originator_version, n.topic, n.state)
-            for n in recorder.select_notifications(start=after + 1, limit=limit)
+            for n in self.recorder.select_notifications(start=after + 1, limit=limit)
         ]
-
-    return read

@@ -20,7 +20,7 @@ its events go through the recorder's public insert and the views follow after.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,17 +82,22 @@ class Transaction(ABC):
         """The events after position ``after`` up to ``upto``, read in this transaction."""
 
     def lock_views(self) -> int | None:
-        """Take the views' lock in this transaction, if no other writer holds it, and
-        read their position; ``None`` when another writer holds them."""
+        """Take the views' lock in this transaction and read their position; ``None``
+        when another writer holds them (where a store does not wait for it)."""
         if not self.views.try_lock_in(self.cursor):
             return None
         return self.views.position_in(self.cursor)
 
+    def prefetched(self) -> Mapping[Any, Any] | None:
+        """Rows of the views already read in this transaction, for :meth:`apply_views`
+        (a network database reads them with the append; see ``SQLViews.write_in``)."""
+        return None
+
     def apply_views(self, new: Sequence[Notification]) -> list[Recorded]:
         """Bring the durable views up to ``new`` (this transaction's events), with the
         events before them the views have not taken yet; returns every event applied, or
-        nothing when the views are left to the follower. Never waits for the views' lock:
-        a follower writing them now takes these events after the commit."""
+        nothing when the views are left to the follower (after the commit: when the
+        lock was not taken, or the views are too far behind)."""
         views, cursor = self.views, self.cursor
         try:
             if not new:
@@ -109,7 +114,8 @@ class Transaction(ABC):
             for notification in [*earlier, *new]:
                 events.append(self.mapper.to_recorded(notification, notification.id, after))
                 after = notification.id
-            if not views.write_in(cursor, events, project, after=position, position=position):
+            read = self.prefetched()
+            if not views.write_in(cursor, events, project, after=position, position=position, read=read):
                 return []
         except PersistenceError:
             raise
@@ -132,6 +138,12 @@ class UnitOfWork(ABC):
         self.recorder = recorder
         self.views = views
         self.mapper = mapper
+
+    def commits_on(self, backend: int) -> bool:
+        """Whether the server process ``backend`` (PostgreSQL's, which a NOTIFY names) is
+        one this unit of work commits through: its commits are this process's commands',
+        which hand their events to this process's follower themselves."""
+        return False
 
     @abstractmethod
     def begin(self) -> AbstractContextManager[Transaction]:

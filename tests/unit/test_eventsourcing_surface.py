@@ -69,14 +69,20 @@ def test_the_popo_tracking_recorder_keeps_its_positions_where_memory_views_reset
 
 
 def test_the_postgres_recorder_still_names_its_lock_statements_and_channel() -> None:
-    """adapters/driven/postgres_views.py's unit of work sends the table lock and NOTIFY as
-    one query, then eventsourcing's insert statement."""
+    """adapters/driven/postgres_views.py's unit of work sends the table lock's statements
+    and NOTIFY, then eventsourcing's insert statement; its views read their position and
+    record it with the tracking recorder's statements (the recording one returning the
+    row it wrote, which the views' own statement counts)."""
     source = inspect.getsource(PostgresApplicationRecorder.__init__)
+    tracking = inspect.getsource(PostgresTrackingRecorder.__init__)
 
     assert "lock_table_statements" in source
     assert "channel_name" in source
     assert "insert_events_statement" in inspect.getsource(PostgresAggregateRecorder.__init__)
     assert "RETURNING notification_id" in source
+    assert "max_tracking_id_statement" in tracking
+    assert "insert_tracking_statement" in tracking
+    assert "RETURNING notification_id" in tracking
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,263 @@
+"""PostgreSQL's NOTIFY and the commands' transactions: a follower reads once for the
+commits notified by the time it reads, never for its own process's commands, and leaves
+the durable views to the process that committed; a view's constraint that fails at the
+commit is a failure of the store, not a version conflict."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from keyledger import Actor, Ledger, Permission, StoreUnavailable
+from keyledger.adapters.driven import sql_views
+from keyledger.adapters.driven.postgres_views import PostgresTransaction, listen
+from keyledger.adapters.driven.stores import parse_url
+from keyledger.adapters.driven.unit_of_work import Committed
+from keyledger.application import KeyringApplication
+from keyledger.testing import ManualClock
+
+pytestmark = pytest.mark.postgres
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def app(postgres_url: str) -> Iterator[KeyringApplication]:
+    application = KeyringApplication(env=parse_url(postgres_url).env)
+    try:
+        yield application
+    finally:
+        application.close()
+
+
+def test_notifies_that_arrive_while_the_caller_reads_wake_it_once_more(
+    app: KeyringApplication, postgres_url: str
+) -> None:
+    """Five commits notified while the caller is busy are taken by one more call."""
+    calls: list[int] = []
+    busy, release = threading.Event(), threading.Event()
+    stopping = threading.Event()
+
+    def notified() -> None:
+        calls.append(len(calls))
+        if len(calls) == 2:  # the first NOTIFY: stay busy until five more have arrived
+            busy.set()
+            release.wait(WAIT)
+
+    thread = threading.Thread(target=listen, args=(app.recorder, notified, stopping), daemon=True)
+    thread.start()
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    try:
+        with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as connection:
+            _wait_for(lambda: len(calls) == 1)  # LISTEN is in place
+            connection.execute(f'NOTIFY "{channel}"')
+            assert busy.wait(WAIT)
+
+            with connection.transaction():  # five commits' worth, delivered together
+                for payload in range(5):
+                    connection.execute(f"NOTIFY \"{channel}\", '{payload}'")
+            stopping.wait(0.3)  # time for them to reach the listener's connection
+            release.set()
+
+            _wait_for(lambda: len(calls) >= 3)
+            stopping.wait(0.5)  # any further call would come now
+    finally:
+        release.set()
+        stopping.set()
+        thread.join(WAIT)
+
+    assert len(calls) == 3
+
+
+def _wait_for(condition: object) -> None:
+    assert callable(condition)
+    for _ in range(int(WAIT / 0.01)):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the listener did not call in time")
+
+
+def test_notifies_from_an_ignored_server_process_do_not_wake_the_caller(
+    app: KeyringApplication, postgres_url: str
+) -> None:
+    """A NOTIFY sent by a connection the caller ignores (its own commands') wakes nothing;
+    one from any other connection does."""
+    calls: list[int] = []
+    stopping = threading.Event()
+    channel = app.recorder.channel_name  # type: ignore[attr-defined]
+    with (
+        psycopg.connect(postgres_url.split("?")[0], autocommit=True) as own,
+        psycopg.connect(postgres_url.split("?")[0], autocommit=True) as other,
+    ):
+        ignored = own.info.backend_pid
+        thread = threading.Thread(
+            target=listen,
+            args=(app.recorder, lambda: calls.append(1), stopping),
+            kwargs={"ignored": lambda backend: backend == ignored},
+            daemon=True,
+        )
+        thread.start()
+        try:
+            _wait_for(lambda: len(calls) == 1)  # LISTEN is in place
+
+            for _ in range(3):
+                own.execute(f'NOTIFY "{channel}"')
+            stopping.wait(0.5)
+            after_own = len(calls)
+            other.execute(f'NOTIFY "{channel}"')
+            _wait_for(lambda: len(calls) == 2)
+        finally:
+            stopping.set()
+            thread.join(WAIT)
+
+    assert after_own == 1
+
+
+def test_a_ledger_knows_the_server_process_its_command_committed_through(postgres_url: str) -> None:
+    """The unit of work names the connection a command committed on as its own, and no
+    other connection."""
+    with Ledger.open(postgres_url) as ledger, psycopg.connect(postgres_url.split("?")[0]) as other:
+        ledger.create_key(Actor("alice", "acme", frozenset({Permission.INTEGRATION})), name="one")
+        unit_of_work = ledger._connection.unit_of_work
+
+        assert any(unit_of_work.commits_on(pid) for pid in _backends_of(postgres_url))
+        assert not unit_of_work.commits_on(other.info.backend_pid)
+
+
+def _backends_of(postgres_url: str) -> list[int]:
+    """The server processes connected to the test's database."""
+    with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def test_a_view_constraint_that_fails_at_the_commit_is_no_version_conflict(
+    postgres_url: str, clock: ManualClock, alice: Actor
+) -> None:
+    """The views' writes are answered with the COMMIT: a constraint of theirs that fails
+    there fails the command once (the store failed), records nothing, and is not retried
+    as if another writer had taken the version."""
+    schema = postgres_url.split("schema=")[1]
+    with Ledger.open(postgres_url, clock=clock, follow=False) as ledger:
+        ledger.create_key(alice, name="kept")
+        with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as admin:
+            (next_position,) = admin.execute(
+                f"SELECT max(notification_id) + 1 FROM {schema}.keyledger_events"
+            ).fetchone() or (0,)
+            admin.execute(
+                f"INSERT INTO {schema}.keyledger_audit SELECT %s, account, version, action, actor, key_id, "
+                f"key_name, occurred_at, recorded_at, details, previous_position, chain, previous_chain "
+                f"FROM {schema}.keyledger_audit LIMIT 1",
+                (next_position,),
+            )
+
+            with pytest.raises(StoreUnavailable):
+                ledger.create_key(alice, name="lost")
+
+            (count,) = admin.execute(f"SELECT count(*) FROM {schema}.keyledger_events").fetchone() or (0,)
+            (last,) = admin.execute(
+                f"SELECT last_value FROM {schema}.keyledger_events_notification_id_seq"
+            ).fetchone() or (0,)
+        assert count == 1
+        assert last == next_position  # one attempt took one position, and no more
+
+
+def test_a_notify_moves_the_index_and_leaves_the_views_to_the_writer_until_a_poll(
+    postgres_url: str, clock: ManualClock, alice: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's commit reaches this process's index at once; its durable views
+    are that process's to write, and this process's next catch-up that is not a NOTIFY's
+    writes them if it never did (it died between its commit and writing them)."""
+    monkeypatch.setattr("keyledger.follower.NOTIFY_FALLBACK_INTERVAL", 60.0)
+    writer = Ledger.open(postgres_url, clock=clock, follow=False)
+    follower = Ledger.open(postgres_url, clock=clock, max_lag=timedelta(hours=1))
+    try:
+        writer.create_key(alice, name="before")
+        follower.sync()
+        before = follower._connection.views.position()
+        # The writer dies after its commit: no views in the commit, none after it.
+        monkeypatch.setattr(PostgresTransaction, "lock_views", lambda self: None)
+        monkeypatch.setattr(writer._connection.follower, "take", lambda committed: None)
+
+        issued = writer.create_key(alice, name="views left")
+
+        secret = issued.secret.get_secret_value()
+        _wait_for(lambda: follower.verify(secret) is not None)
+        with follower._connection.follower.lock:  # once that catch-up has ended
+            assert follower._connection.views.position() == before
+        follower.sync()
+        assert follower._connection.views.position() > before
+        assert [k.name for k in follower.keys("acme")] == ["before", "views left"]
+    finally:
+        writer.close()
+        follower.close()
+
+
+def test_a_command_waits_a_moment_for_the_views_lock_and_writes_its_views_in_its_commit(
+    postgres_url: str, clock: ManualClock, alice: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another holder of the views' lock for a moment (within the command's patience)
+    delays a command; it does not push the command's views to a transaction of their
+    own after the commit."""
+    monkeypatch.setattr("keyledger.adapters.driven.postgres_views.VIEWS_LOCK_PATIENCE", 10.0)
+    with Ledger.open(postgres_url, clock=clock, follow=False) as ledger:
+        ledger.create_key(alice, name="first")
+        connection = ledger._connection
+        handed: list[Committed] = []
+        commit = connection.unit_of_work.commit
+
+        def recording(stored_events: Any) -> Committed:
+            committed = commit(stored_events)
+            handed.append(committed)
+            return committed
+
+        monkeypatch.setattr(connection.unit_of_work, "commit", recording)
+        key = connection.views._lock_key  # type: ignore[attr-defined]
+        with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", [key])
+            threading.Timer(0.3, lambda: holder.execute("SELECT pg_advisory_unlock(%s)", [key])).start()
+
+            ledger.create_key(alice, name="second")
+
+        assert [event.position for event in handed[-1].applied] == [n.id for n in handed[-1].notifications]
+        assert connection.views.position() == handed[-1].notifications[-1].id
+
+
+def test_the_views_read_nothing_after_the_append_in_a_keys_life(
+    postgres_url: str,
+    clock: ManualClock,
+    alice: Actor,
+    bob: Actor,
+    admin: Actor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every row the views read while taking a create, a regeneration, a revocation and a
+    user's removal came back with the append (see ``usual_reads``)."""
+    misses: list[str] = []
+    one = sql_views._Batch._one
+
+    def counting(batch: Any, statement: str, params: Any) -> Any:
+        if (statement, tuple(params)) not in batch.read:
+            misses.append(statement)
+        return one(batch, statement, params)
+
+    with Ledger.open(postgres_url, clock=clock, follow=False) as ledger:
+        ledger.create_key(alice, name="first")
+        monkeypatch.setattr(sql_views._Batch, "_one", counting)
+
+        key_id = ledger.create_key(alice, name="one").key_id
+        ledger.regenerate_key(alice, key_id, mode="grace")
+        ledger.regenerate_key(alice, key_id, mode="immediate")
+        ledger.revoke_key(alice, key_id)
+        ledger.create_key(bob, name="bob's")
+        ledger.revoke_user_access(admin, bob.user_id)
+
+    assert misses == []

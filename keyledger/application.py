@@ -149,7 +149,7 @@ class KeyringApplication(Application[UUID]):
             return None
         from keyledger.adapters.driven.postgres_views import listen
 
-        return partial(listen, self.recorder, ignored=unit_of_work.commits_on)
+        return partial(listen, self.recorder, ignored=unit_of_work.sent)
 
     def saved(self, keyring: Keyring, events: Sequence[Keyring.Event]) -> None:
         """After ``keyring``'s new ``events`` are committed, what eventsourcing's

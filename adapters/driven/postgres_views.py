@@ -4,6 +4,7 @@ commands' transactions (the unit of work) and the listener for new events."""
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 import zlib
@@ -22,8 +23,9 @@ from eventsourcing.persistence import (
     Tracking,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composable, Identifier, Literal
 
 from keyledger.adapters.driven.sql_rebuild import PROJECTED, fresh_statements, index_names
 from keyledger.adapters.driven.sql_views import FRESH_SUFFIX, EventRow, Read, SQLViews, usual_reads
@@ -156,16 +158,17 @@ class PostgresUnitOfWork(UnitOfWork):
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
             "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
         ).format(schema, table)
-        self._backends: dict[int, Any] = {}
-        """The server processes of the connections commands committed through, by
-        process id (a NOTIFY names the one that sent it)."""
+        self.token = secrets.token_hex(16)
+        """The payload of this unit of work's NOTIFYs, so that this process's listener can
+        tell its own commits (a server process id would not do: the pool reconnects, and
+        after a server restart another process's connection may get a remembered id)."""
         # One statement each: a pipeline sends no query of several statements. Rendered
         # once: psycopg renders a composed query again on every execution.
         self.prelude = [
             _rendered(statement)
             for statement in (
                 *recorder.lock_table_statements,
-                SQL("NOTIFY {0}").format(Identifier(recorder.channel_name)),
+                SQL("NOTIFY {0}, {1}").format(Identifier(recorder.channel_name), Literal(self.token)),
             )
         ]
         self.insert_statement = recorder.insert_events_statement.as_string()
@@ -177,9 +180,6 @@ class PostgresUnitOfWork(UnitOfWork):
         # at the end of the block, and its answer, or the first error of any statement
         # not yet read, is raised at the pipeline's end.
         with self.recorder.datastore.get_connection() as connection:
-            backend = connection.info.backend_pid
-            if self._backends.get(backend) is not connection:
-                self._remember(backend, connection)
             transaction = None
             try:
                 with connection.pipeline(), connection.transaction(), connection.cursor() as cursor:
@@ -192,16 +192,8 @@ class PostgresUnitOfWork(UnitOfWork):
                     raise PersistenceError(str(error)) from error
                 raise
 
-    def _remember(self, backend: int, connection: Any) -> None:
-        # Connections the pool has closed since are forgotten: a process id is reused.
-        for known, held in list(self._backends.items()):
-            if held.closed:
-                del self._backends[known]
-        self._backends[backend] = connection
-
-    def commits_on(self, backend: int) -> bool:
-        connection = self._backends.get(backend)
-        return connection is not None and not connection.closed
+    def sent(self, payload: str) -> bool:
+        return payload == self.token
 
 
 class PostgresRowReader(RowReader):
@@ -224,7 +216,10 @@ class PostgresRowReader(RowReader):
         )
         self.views = views
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def __call__(self, after: int, limit: int) -> list[EventRow]:
+        # Tried again as eventsourcing's select_notifications is: after a server restart
+        # the pool's connections are dead, and the first use of each finds out.
         with (
             self.datastore.get_connection() as connection,
             connection.cursor(row_factory=tuple_row) as cursor,
@@ -247,12 +242,12 @@ def listen(
     notified: Callable[[], None],
     stopping: threading.Event,
     *,
-    ignored: Callable[[int], bool] = lambda backend: False,
+    ignored: Callable[[str], bool] = lambda payload: False,
 ) -> None:
     """Call ``notified`` in this thread once after LISTEN is in place, then after every
     NOTIFY of a commit to ``recorder``'s events, until ``stopping`` is set (seen within
-    :data:`LISTEN_WAKE` seconds); NOTIFYs sent by a server process for which
-    ``ignored(process id)`` is true are passed over. eventsourcing's subscription hands
+    :data:`LISTEN_WAKE` seconds); NOTIFYs whose payload ``ignored(payload)`` is true
+    for are passed over. eventsourcing's subscription hands
     each wake through two threads of its own before the caller's; beside a thread busy
     verifying, every hand-over waits for the GIL."""
     assert isinstance(recorder, PostgresApplicationRecorder)
@@ -263,7 +258,7 @@ def listen(
         while not stopping.is_set():
             woken = False
             for notify in connection.notifies(timeout=LISTEN_WAKE, stop_after=1):
-                woken = woken or not ignored(notify.pid)
+                woken = woken or not ignored(notify.payload)
             if woken and not stopping.is_set():
                 # One call for every NOTIFY received by now: the commits they tell of
                 # came before the caller's next read, which takes them all. (One call
@@ -420,6 +415,12 @@ class PostgresViews(PostgresTrackingRecorder, SQLViews):
 
     def swap_in(self, cursor: Any, position: int) -> None:
         schema = self.datastore.schema
+        # The audit table first: a command reads the views before it knows whether it
+        # holds their lock (see PostgresTransaction.append), the audit table first of
+        # all (usual_reads), so it either waits here before touching another, or this
+        # waits for it to end. Dropping the others first could lock one it reads next
+        # while it holds the audit table this waits for: a deadlock.
+        cursor.execute(f"LOCK TABLE {self.table('audit')} IN ACCESS EXCLUSIVE MODE")
         for name in PROJECTED:
             table = self.table(name)
             cursor.execute(f"DROP TABLE {table}")

@@ -145,7 +145,9 @@ def usual_reads(events: Sequence[Recorded]) -> list[Read]:
     each key an event changes, and the valid-key entry of each secret a regeneration
     retires. They follow from the events alone, so a network database can read them
     together, in one round trip (:meth:`SQLViews.write_in`); a read missing here is
-    made when it is needed, and one made needlessly changes nothing."""
+    made when it is needed, and one made needlessly changes nothing. The account's audit
+    head comes first: a rebuild's swap locks the audit table before the others
+    (``PostgresViews.swap_in``), and these reads run before the views' lock is known."""
     reads: dict[Read, None] = {}
     for event in events:
         reads[(HEAD_SELECT, (event.account,))] = None

@@ -139,10 +139,10 @@ class UnitOfWork(ABC):
         self.views = views
         self.mapper = mapper
 
-    def commits_on(self, backend: int) -> bool:
-        """Whether the server process ``backend`` (PostgreSQL's, which a NOTIFY names) is
-        one this unit of work commits through: its commits are this process's commands',
-        which hand their events to this process's follower themselves."""
+    def sent(self, payload: str) -> bool:
+        """Whether a NOTIFY with this ``payload`` was sent by this unit of work's commits:
+        they are this process's commands', which hand their events to this process's
+        follower themselves (PostgreSQL; elsewhere nothing notifies)."""
         return False
 
     @abstractmethod

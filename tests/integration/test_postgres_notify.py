@@ -1,5 +1,6 @@
 """PostgreSQL's NOTIFY and the commands' transactions: a follower reads once for the
-commits notified by the time it reads, never for its own process's commands, and leaves
+commits notified by the time it reads, never for its own process's commands (told by
+their NOTIFY's payload), and leaves
 the durable views to the process that committed; a view's constraint that fails at the
 commit is a failure of the store, not a version conflict."""
 
@@ -83,23 +84,19 @@ def _wait_for(condition: object) -> None:
     raise AssertionError("the listener did not call in time")
 
 
-def test_notifies_from_an_ignored_server_process_do_not_wake_the_caller(
+def test_notifies_with_an_ignored_payload_do_not_wake_the_caller(
     app: KeyringApplication, postgres_url: str
 ) -> None:
-    """A NOTIFY sent by a connection the caller ignores (its own commands') wakes nothing;
-    one from any other connection does."""
+    """A NOTIFY whose payload the caller ignores (its own commands') wakes nothing; one
+    with another payload, or none, sent on the same connection, does."""
     calls: list[int] = []
     stopping = threading.Event()
     channel = app.recorder.channel_name  # type: ignore[attr-defined]
-    with (
-        psycopg.connect(postgres_url.split("?")[0], autocommit=True) as own,
-        psycopg.connect(postgres_url.split("?")[0], autocommit=True) as other,
-    ):
-        ignored = own.info.backend_pid
+    with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as sender:
         thread = threading.Thread(
             target=listen,
             args=(app.recorder, lambda: calls.append(1), stopping),
-            kwargs={"ignored": lambda backend: backend == ignored},
+            kwargs={"ignored": lambda payload: payload == "mine"},
             daemon=True,
         )
         thread.start()
@@ -107,10 +104,10 @@ def test_notifies_from_an_ignored_server_process_do_not_wake_the_caller(
             _wait_for(lambda: len(calls) == 1)  # LISTEN is in place
 
             for _ in range(3):
-                own.execute(f'NOTIFY "{channel}"')
+                sender.execute(f"NOTIFY \"{channel}\", 'mine'")
             stopping.wait(0.5)
             after_own = len(calls)
-            other.execute(f'NOTIFY "{channel}"')
+            sender.execute(f'NOTIFY "{channel}"')
             _wait_for(lambda: len(calls) == 2)
         finally:
             stopping.set()
@@ -119,24 +116,67 @@ def test_notifies_from_an_ignored_server_process_do_not_wake_the_caller(
     assert after_own == 1
 
 
-def test_a_ledger_knows_the_server_process_its_command_committed_through(postgres_url: str) -> None:
-    """The unit of work names the connection a command committed on as its own, and no
-    other connection."""
-    with Ledger.open(postgres_url) as ledger, psycopg.connect(postgres_url.split("?")[0]) as other:
-        ledger.create_key(Actor("alice", "acme", frozenset({Permission.INTEGRATION})), name="one")
-        unit_of_work = ledger._connection.unit_of_work
+def test_a_ledger_tells_its_own_commits_by_their_notify_payload(postgres_url: str) -> None:
+    """A command's NOTIFY carries its unit of work's token: that ledger takes it as its
+    own, another ledger on the same store (another process's) does not."""
+    actor = Actor("alice", "acme", frozenset({Permission.INTEGRATION}))
+    with (
+        Ledger.open(postgres_url, follow=False) as ledger,
+        Ledger.open(postgres_url, follow=False) as other,
+        psycopg.connect(postgres_url.split("?")[0], autocommit=True) as listener,
+    ):
+        channel = ledger._connection.app.recorder.channel_name  # type: ignore[attr-defined]
+        listener.execute(f'LISTEN "{channel}"')
+        ledger.create_key(actor, name="one")
+        payloads = [notify.payload for notify in listener.notifies(timeout=WAIT, stop_after=1)]
 
-        assert any(unit_of_work.commits_on(pid) for pid in _backends_of(postgres_url))
-        assert not unit_of_work.commits_on(other.info.backend_pid)
+    assert len(payloads) == 1
+    assert ledger._connection.unit_of_work.sent(payloads[0])
+    assert not other._connection.unit_of_work.sent(payloads[0])
+    assert not ledger._connection.unit_of_work.sent("")
 
 
-def _backends_of(postgres_url: str) -> list[int]:
-    """The server processes connected to the test's database."""
-    with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as admin:
-        rows = admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return [int(row[0]) for row in rows]
+def test_a_rebuild_swapping_in_while_a_command_reads_the_views_is_no_deadlock(postgres_url: str) -> None:
+    """A command reads the views before it knows whether it holds their lock, the audit
+    table first. A rebuild's swap that starts meanwhile waits for it at the audit table,
+    before dropping any other: the command goes on to read the others, and both finish
+    (dropping the others first, the swap would hold the catalogue the command reads next
+    while waiting for the audit table the command holds: a deadlock, one of them failed)."""
+    actor = Actor("alice", "acme", frozenset({Permission.INTEGRATION}))
+    with Ledger.open(postgres_url, follow=False) as ledger:
+        ledger.create_key(actor, name="one")
+        schema = dict(part.split("=") for part in postgres_url.split("?")[1].split("&"))["schema"]
+        outcome: dict[str, Any] = {}
+
+        def rebuild() -> None:
+            try:
+                outcome["rebuilt"] = ledger.rebuild_projections()
+            except Exception as error:  # the test asserts there was none
+                outcome["error"] = error
+
+        with psycopg.connect(postgres_url.split("?")[0]) as command:
+            # What a command reads first, before it knows whether it holds the views' lock:
+            command.execute(f"SELECT chain FROM {schema}.keyledger_audit LIMIT 1")
+            thread = threading.Thread(target=rebuild, daemon=True)
+            thread.start()
+            with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as watcher:
+                _wait_for(
+                    lambda: (
+                        watcher.execute(
+                            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+                            [f"{schema}.keyledger_audit"],
+                        ).fetchone()[0]  # type: ignore[index]
+                        > 0
+                    )
+                )
+            command.execute(f"SELECT name FROM {schema}.keyledger_keys LIMIT 1")  # and then
+            command.execute(f"SELECT key_id FROM {schema}.keyledger_valid LIMIT 1")
+            command.commit()
+            thread.join(WAIT)
+
+        assert "error" not in outcome, outcome
+        assert outcome["rebuilt"] == ledger.position
+        assert ledger.check_integrity().ok
 
 
 def test_a_view_constraint_that_fails_at_the_commit_is_no_version_conflict(

@@ -22,6 +22,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from keyledger.adapters.driven.unit_of_work import Committed
 from keyledger.domain import Keyring
 
 POSTGRES_URL = os.environ.get("KEYLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -216,3 +217,18 @@ def _as_bytes(value: object) -> bytes:
 
 def _uuid(value: object) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def recorded_commits(unit_of_work: Any, monkeypatch: pytest.MonkeyPatch) -> list[Committed]:
+    """What ``unit_of_work`` commits from now on (each command's :class:`Committed`, as its
+    follower is handed it), appended to the list returned."""
+    handed: list[Committed] = []
+    commit = unit_of_work.commit
+
+    def recording(stored_events: Any) -> Committed:
+        committed: Committed = commit(stored_events)
+        handed.append(committed)
+        return committed
+
+    monkeypatch.setattr(unit_of_work, "commit", recording)
+    return handed

@@ -14,6 +14,7 @@ from keyledger import Actor, Ledger
 from keyledger.adapters.driven.unit_of_work import Committed
 from keyledger.domain import Keyring
 from keyledger.testing import ManualClock
+from tests.integration.conftest import recorded_commits
 
 WAIT = 5.0
 
@@ -61,15 +62,7 @@ class TestTheFollowerTakingACommand:
         woken by the commit) are not read again."""
         with Ledger.open(durable_url, clock=clock, follow=False) as ledger:
             connection = ledger._connection
-            handed: list[Committed] = []
-            commit = connection.unit_of_work.commit
-
-            def recording(stored_events: Any) -> Committed:
-                committed = commit(stored_events)
-                handed.append(committed)
-                return committed
-
-            monkeypatch.setattr(connection.unit_of_work, "commit", recording)
+            handed = recorded_commits(connection.unit_of_work, monkeypatch)
             ledger.create_key(alice, name="one")
             reads: list[int] = []
             read = connection.follower._read

@@ -18,9 +18,9 @@ from keyledger import Actor, Ledger, Permission, StoreUnavailable
 from keyledger.adapters.driven import sql_views
 from keyledger.adapters.driven.postgres_views import PostgresTransaction, listen
 from keyledger.adapters.driven.stores import parse_url
-from keyledger.adapters.driven.unit_of_work import Committed
 from keyledger.application import KeyringApplication
 from keyledger.testing import ManualClock
+from tests.integration.conftest import recorded_commits
 
 pytestmark = pytest.mark.postgres
 
@@ -251,15 +251,7 @@ def test_a_command_waits_a_moment_for_the_views_lock_and_writes_its_views_in_its
     with Ledger.open(postgres_url, clock=clock, follow=False) as ledger:
         ledger.create_key(alice, name="first")
         connection = ledger._connection
-        handed: list[Committed] = []
-        commit = connection.unit_of_work.commit
-
-        def recording(stored_events: Any) -> Committed:
-            committed = commit(stored_events)
-            handed.append(committed)
-            return committed
-
-        monkeypatch.setattr(connection.unit_of_work, "commit", recording)
+        handed = recorded_commits(connection.unit_of_work, monkeypatch)
         key = connection.views._lock_key  # type: ignore[attr-defined]
         with psycopg.connect(postgres_url.split("?")[0], autocommit=True) as holder:
             holder.execute("SELECT pg_advisory_lock(%s)", [key])

@@ -188,11 +188,18 @@ def _collector_spared() -> Iterator[Callable[[], None]]:
     far out of the cyclic garbage collector's reach (``gc.freeze``) until the fold ends.
     The folded state (a row per key, an entry per secret) holds no reference cycles, and
     without this each full collection would walk all of it again: a third of a rebuild's
-    time at 1,000,000 keys. Collections of what is made after each freeze go on as usual."""
+    time at 1,000,000 keys. Collections of what is made after each freeze go on as usual.
+
+    A host that froze objects itself (a pre-forking server does, before it forks) keeps
+    its freeze: ``gc.unfreeze`` would release everything, its objects too, so then the
+    fold's objects stay frozen as well (reference counting still frees them; only
+    cycles among them would wait)."""
+    host_froze = gc.get_freeze_count() > 0
     try:
         yield gc.freeze
     finally:
-        gc.unfreeze()
+        if not host_froze:
+            gc.unfreeze()
 
 
 def _load(views: SQLViews, writes: Writes) -> None:

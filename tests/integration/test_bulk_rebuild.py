@@ -184,6 +184,20 @@ class TestBulkRebuild:
         assert len(calls) == 4
         assert tables(durable_url) == incremental
 
+    def test_a_hosts_own_freeze_of_the_garbage_collector_is_kept(
+        self, durable_url: str, clock: ManualClock
+    ) -> None:
+        """A host that froze its objects (as a pre-forking server does) finds them still
+        frozen after a rebuild, which releases only a freeze of its own."""
+        with Ledger.open(durable_url, clock=clock) as ledger:
+            varied_history(ledger, clock)
+            gc.freeze()
+            try:
+                ledger.rebuild_projections()
+                assert gc.get_freeze_count() > 0  # (some may have been freed since)
+            finally:
+                gc.unfreeze()
+
     def test_in_memory_the_rebuild_answers_as_before(self, clock: ManualClock) -> None:
         """A memory:// ledger lists, audits and verifies the same after a rebuild."""
         with Ledger.open("memory://", clock=clock) as ledger:

@@ -155,6 +155,16 @@ def compared(
     )  # fmt: skip
 
 
+def latency_row(metric: str, size: str, values: Sequence[float], target_ms: float = 100.0) -> Row:
+    """A row of latencies in milliseconds, shown as p50 / p99 against a p99 target."""
+    p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+    return Row(
+        metric, size, f"{len(values)} samples", "ms", keyledger=p99,
+        shown=f"p50 {p50:.1f} / p99 {p99:.1f} ms", target=f"p99 <= {target_ms:.0f} ms", met=p99 <= target_ms,
+        samples={"p50": p50, "p99": p99, "ms": list(values)},
+    )  # fmt: skip
+
+
 def figure(value: float | None, unit: str) -> str:
     if value is None:
         return "-"

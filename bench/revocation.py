@@ -18,7 +18,7 @@ import sys
 import time
 
 from bench.fixtures import postgres_schema
-from bench.harness import Row, percentile
+from bench.harness import Row, latency_row
 from bench.workspace import ROOT, Workspace
 from keyledger import Actor, Ledger, Permission
 
@@ -108,12 +108,7 @@ def latencies(url: str, count: int, pause: float = 0.0) -> list[float]:
 
 
 def _row(store: str, values: list[float]) -> Row:
-    p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
-    return Row(
-        f"revocation seen by another process ({store})", f"{len(values)} revocations",
-        f"{len(values)} samples", "ms", keyledger=p99, shown=f"p50 {p50:.1f} / p99 {p99:.1f} ms",
-        target="p99 <= 100 ms", met=p99 <= 100, samples={"p50": p50, "p99": p99, "ms": values},
-    )  # fmt: skip
+    return latency_row(f"revocation seen by another process ({store})", f"{len(values)} revocations", values)
 
 
 def revocation_rows(space: Workspace) -> list[Row]:

@@ -17,7 +17,7 @@ import sys
 import time
 
 from bench.fixtures import postgres_schema
-from bench.harness import Row, percentile
+from bench.harness import Row, latency_row
 from bench.workspace import ROOT, Workspace
 from keyledger import Actor, AuditEntry, Ledger, Permission
 
@@ -73,12 +73,8 @@ def latencies(url: str, count: int) -> list[float]:
 
 
 def _row(store: str, values: list[float]) -> Row:
-    p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
-    return Row(
-        f"entry reaches a subscriber in another process ({store})", f"{len(values)} commands",
-        f"{len(values)} samples", "ms", keyledger=p99, shown=f"p50 {p50:.1f} / p99 {p99:.1f} ms",
-        target="p99 <= 100 ms", met=p99 <= 100, samples={"p50": p50, "p99": p99, "ms": values},
-    )  # fmt: skip
+    metric = f"entry reaches a subscriber in another process ({store})"
+    return latency_row(metric, f"{len(values)} commands", values)
 
 
 def subscriber_rows(space: Workspace) -> list[Row]:

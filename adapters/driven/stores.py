@@ -78,7 +78,7 @@ def parse_url(url: str) -> StoreSettings:
         return StoreSettings(
             "sqlite",
             {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": "keyledger.adapters.driven.sqlite_views:SQLiteStore",
                 "SQLITE_DBNAME": path,
                 "SQLITE_LOCK_TIMEOUT": "10",
             },

@@ -20,7 +20,12 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresTrackingRecorder,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore, SQLiteTrackingRecorder
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnectionPool,
+    SQLiteDatastore,
+    SQLiteTrackingRecorder,
+)
 
 WRITTEN_AGAINST = "9.5"
 
@@ -38,6 +43,7 @@ PRIVATE_METHODS: list[tuple[Callable[..., Any], list[str], str]] = [
     ),
     (PostgresTrackingRecorder._insert_tracking, ["self", "curs", "tracking"], "adapters/driven/sql_views.py"),
     (SQLiteDatastore.get_connection, ["self", "commit"], "adapters/driven/sqlite_views.py"),
+    (SQLiteConnectionPool._create_connection, ["self"], "adapters/driven/sqlite_views.py"),
     (PostgresDatastore.get_connection, ["self"], "adapters/driven/postgres_views.py"),
     (PostgresDatastore.transaction, ["self", "commit"], "adapters/driven/postgres_views.py"),
 ]
@@ -66,6 +72,22 @@ def test_a_private_method_keyledger_relies_on_keeps_its_parameters(
 def test_the_popo_tracking_recorder_keeps_its_positions_where_memory_views_reset_them() -> None:
     """adapters/memory_views.py clears ``_max_tracking_ids`` when the views are rebuilt."""
     assert isinstance(POPOTrackingRecorder().__dict__.get("_max_tracking_ids"), dict)
+
+
+def test_the_sqlite_pool_still_opens_connections_as_keyledger_opens_its_own() -> None:
+    """adapters/driven/sqlite_views.py's StatementCachingPool replaces the pool's
+    ``_create_connection`` (eventsourcing passes ``cached_statements=True``, a cache of
+    one statement) and must open connections as it does otherwise; and the SQLite factory
+    still builds its datastore's pool from these two settings."""
+    source = inspect.getsource(SQLiteConnectionPool._create_connection)
+    factory = inspect.getsource(SQLiteDatastore.__init__)
+
+    for setting in ("uri=True", "check_same_thread=False", "isolation_level=None", "cached_statements=True"):
+        assert setting in source, setting
+    for attribute in ("journal_mode", "row_factory = sqlite3.Row", "SQLiteConnection(", "max_age"):
+        assert attribute in source, attribute
+    assert "self.pool = SQLiteConnectionPool(" in factory
+    assert {"db_name", "lock_timeout"} <= set(inspect.signature(SQLiteConnectionPool.__init__).parameters)
 
 
 def test_the_postgres_recorder_still_names_its_lock_statements_and_channel() -> None:

@@ -42,7 +42,11 @@ class _MemoryWriter(ViewWriter):
         self.views.secrets[digest] = (account, key_id)
 
     def row(self, account: str, key_id: str) -> KeyRow:
-        return copy.deepcopy(self.views.rows[account][key_id])
+        # A copy, so that a projection failing half way changes nothing: every field of
+        # a row is immutable but its grace dict (whose values are tuples of immutables).
+        row = copy.copy(self.views.rows[account][key_id])
+        row.grace = dict(row.grace)
+        return row
 
     def put_rows(self, rows: Sequence[KeyRow]) -> None:
         for row in rows:

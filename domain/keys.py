@@ -96,10 +96,16 @@ def hint(key: str) -> str:
 
 
 def _basic_user(encoded: str) -> str | None:
+    # Only the canonical base64 of the bytes: strict mode still takes padding where none
+    # is due ("...kI6=") and stray bits in the last character before "=", other spellings
+    # of the same bytes, which the grammar does not allow.
     try:
-        decoded = binascii.a2b_base64(encoded.encode("ascii"), strict_mode=True)
+        raw = encoded.encode("ascii")
+        decoded = binascii.a2b_base64(raw, strict_mode=True)
         text = decoded.decode("ascii")
     except (binascii.Error, UnicodeError, ValueError):
+        return None
+    if _b2a_base64(decoded, newline=False) != raw:
         return None
     user, colon, password = text.partition(":")
     if not colon or password:
@@ -120,6 +126,7 @@ class KeyDiagnosis(StrEnum):
 
 _sha256 = hashlib.sha256
 _a2b_base64 = binascii.a2b_base64
+_b2a_base64 = binascii.b2a_base64
 
 
 class CredentialParser:
@@ -155,6 +162,10 @@ class CredentialParser:
                 except binascii.Error:
                     return None
                 if user[-1:] != b":" or not user.startswith(self._head_bytes) or not user.isascii():
+                    return None
+                # Of the canonical length, so no padding is missing or extra; where there
+                # is padding (a prefix of some lengths), no stray bits before it either.
+                if credential[-1] == "=" and _b2a_base64(user, newline=False) != credential[6:].encode():
                     return None
                 return _sha256(user[:-1]).digest()
         key = self.key(credential)

@@ -49,6 +49,9 @@ def with_char_changed(key: str, index: int) -> str:
     return key[:index] + replacement + key[index + 1 :]
 
 
+BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
 @pytest.fixture
 def key() -> str:
     return generate_key("kl")
@@ -296,6 +299,9 @@ class TestExtractKey:
             lambda encoded: "=" + encoded,
             lambda encoded: encoded[:-1],
             lambda encoded: encoded[:20] + "-_" + encoded[22:],
+            lambda encoded: encoded + "=",  # padding where none is due: Python's strict mode takes it
+            lambda encoded: encoded + "==",
+            lambda encoded: encoded + "====",
         ],
     )
     def test_a_corrupted_encoding_of_a_key_gives_none(self, key: str, corrupt: Callable[[str], str]) -> None:
@@ -312,6 +318,23 @@ class TestExtractKey:
         assert encoded.endswith("=")
 
         assert extract_key("Basic " + encoded.rstrip("="), "kl") is None
+
+    def test_a_padded_encoding_with_stray_bits_gives_none(self) -> None:
+        """Only the canonical base64 is read: a last character whose unused bits are not
+        zero decodes to the same bytes but is another spelling, and is refused."""
+        key = generate_key("acme")  # "acme_" and 38 characters: 44 bytes with the colon, one "="
+        canonical = base64.b64encode(f"{key}:".encode()).decode("ascii")
+        assert canonical.endswith("=")
+        assert not canonical.endswith("==")
+        stray = canonical[:-2] + BASE64_ALPHABET[BASE64_ALPHABET.index(canonical[-2]) ^ 1] + "="
+        assert base64.b64decode(stray) == base64.b64decode(canonical)
+
+        assert extract_key("Basic " + canonical, "acme") == key
+        assert extract_key("Basic " + stray, "acme") is None
+        parser = CredentialParser("acme")  # verification's fast path reads the same
+        assert parser.digest("Basic " + canonical) == hashlib.sha256(key.encode()).digest()
+        assert parser.digest("Basic " + stray) is None
+        assert parser.digest("Basic " + canonical + "=") is None
 
     @pytest.mark.parametrize("password", ["x", "secret", ":"])
     def test_a_basic_credential_with_a_password_gives_none(self, key: str, password: str) -> None:
